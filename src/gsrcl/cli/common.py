@@ -1,0 +1,38 @@
+"""Flags shared by the commands that read a query or a training file."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_input_arguments(parser: argparse.ArgumentParser, *, required: bool = True) -> None:
+    g = parser.add_argument_group("input")
+    g.add_argument("-i", "--input", required=required, metavar="FILE",
+                   help="h5ad, 10x HDF5 or matrix folder, loom, CSV/TSV (optionally .gz), or any HDF5 file")
+    g.add_argument("-t", "--transpose", action="store_true",
+                   help="the file holds genes as rows and cells as columns")
+    g.add_argument("-mat", "--matrix-key", nargs="+", metavar="KEY",
+                   help="HDF5 path of the matrix, as space-separated keys (depth 1-3), e.g. -mat X")
+    g.add_argument("-obs", "--obs-key", nargs="+", metavar="KEY",
+                   help="HDF5 path of the row names, e.g. -obs matrix barcodes")
+    g.add_argument("-var", "--var-key", nargs="+", metavar="KEY",
+                   help="HDF5 path of the column names, e.g. -var matrix features id")
+    g.add_argument("--layer", metavar="NAME", help="h5ad: take values from this layer instead of X")
+    g.add_argument("--use-raw", action="store_true", help="h5ad: take values and genes from .raw")
+
+
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no messages but errors")
+    parser.add_argument("-v", "--verbose", action="store_true", help="more messages")
+
+
+def reader_kwargs(args: argparse.Namespace) -> dict:
+    """Keyword arguments for ``gsrcl.io.read_query`` / ``open_query`` from the input flags."""
+    return {
+        "transpose": args.transpose,
+        "mat": args.matrix_key,
+        "obs": args.obs_key,
+        "var": args.var_key,
+        "layer": args.layer,
+        "use_raw": args.use_raw,
+    }
