@@ -1,3 +1,26 @@
-"""gsrcl: reference-based cell-type annotation with GsRCL and AF-RCL."""
+"""gsrcl: reference-based cell-type annotation with GsRCL and AF-RCL.
+
+``gsrcl.train(adata, labels_key=..., method=...)`` builds a reference; ``gsrcl.annotate(adata, reference)`` labels
+a query; ``gsrcl.read_query(path)`` reads any supported input; ``gsrcl.Reference.load(dir)`` reads a reference.
+"""
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "train": ("gsrcl.train", "train"),
+    "annotate": ("gsrcl.annotate", "annotate"),
+    "read_query": ("gsrcl.io", "read_query"),
+    "Reference": ("gsrcl.reference", "Reference"),
+}
+
+
+def __getattr__(name):  # imports torch and friends only when asked for
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'gsrcl' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]
