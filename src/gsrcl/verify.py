@@ -19,7 +19,7 @@ import pandas as pd
 from .errors import GeneOverlapError, InvalidReferenceError, OutputError
 from .genes import GeneMatch, align, id_symbol_hint, match_genes
 from .reference import Reference, read_manifest
-from .values import detect_values
+from .values import ValueReport, detect_values
 
 log = logging.getLogger("gsrcl.verify")
 
@@ -66,7 +66,7 @@ def check_genes(query_var: pd.DataFrame, reference: Reference | dict) -> GeneMat
     return match
 
 
-def _record(match: GeneMatch, source: dict[str, Any], ref: dict[str, Any], kind: str, message: str) -> dict:
+def _record(match: GeneMatch, source: dict[str, Any], ref: dict[str, Any], report: ValueReport) -> dict:
     return {
         "reference": ref["name"],
         "method": ref["method"],
@@ -80,8 +80,9 @@ def _record(match: GeneMatch, source: dict[str, Any], ref: dict[str, Any], kind:
         "matched_by": {k: int(v) for k, v in match.how.items()},
         "reference_genes_zero_filled": list(map(str, match.missing_reference_genes(50))),
         "query_genes_dropped": list(map(str, match.dropped_query_genes(50))),
-        "values": kind,
-        "values_message": message,
+        "values": report.kind,
+        "values_log_base": float(report.log_base or 0.0),  # 0: not log values
+        "values_message": report.message,
     }
 
 
@@ -90,14 +91,14 @@ def verify_adata(adata: ad.AnnData, reference: Reference | dict, *, source: dict
     ref = reference_summary(reference)
     match = check_genes(adata.var, ref)
     report = detect_values(adata.X)
-    log.info(report.message)
+    (log.warning if report.warn else log.info)(report.message)
     X = align(adata.X, match)
     out = ad.AnnData(
         X=X,
         obs=pd.DataFrame(index=pd.Index(adata.obs_names.astype(str), name=None)),
         var=pd.DataFrame(index=pd.Index(list(ref["genes"]), name=None)),
     )
-    out.uns[UNS_KEY] = _record(match, source or {}, ref, report.kind, report.message)
+    out.uns[UNS_KEY] = _record(match, source or {}, ref, report)
     return out
 
 

@@ -2,9 +2,11 @@
 
 Both are the same kind of network: hidden blocks Linear -> [BatchNorm1d] -> ReLU, then a plain Linear; every
 Linear starts with N(0, 0.02²) weights and zero biases. The first Linear also takes a sparse (CSR or COO) torch
-batch and multiplies it without densifying, through `embedding_bag` on an (in, out) weight: for a
-64 x 19,371 log-count batch with ~1,500 non-zeros a row this is about twice as fast as the dense product,
-forward plus backward (`python tests/nn/bench_sparse_first_layer.py`).
+batch and multiplies it without densifying, through `embedding_bag` on an (in, out) weight. For a
+64 x 19,371 batch with ~1,500 non-zeros a row (1,024 outputs, 2 CPU threads) its forward takes ~5 ms against
+~19 ms dense; the backward (~25 ms) is the same either way, bound by writing the dense weight gradient; the whole
+encoder step is ~1.4x faster. `torch.sparse.mm` was slower than dense here (CSR ~140 ms, COO ~430 ms,
+forward + backward). Measure with `python tests/nn/bench_sparse_first_layer.py`.
 
 State travels as plain float32 arrays (`to_arrays` / `from_arrays`) with stable names; the architecture is read
 back from their shapes, so a stored encoder needs no pickled config.

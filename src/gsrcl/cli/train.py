@@ -1,0 +1,173 @@
+"""``gsrcl train``: build a reference from labelled cells and save it as REFDIR/NAME."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from pathlib import Path
+
+from .common import add_common_arguments, add_input_arguments, reader_kwargs
+
+log = logging.getLogger("gsrcl.train")
+
+LABEL_FILE_SUFFIXES = (".csv", ".tsv", ".txt", ".csv.gz", ".tsv.gz", ".txt.gz")
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a reference (AF-RCL or GsRCL) from labelled cells",
+        description="Train a reference from labelled cells and save it as REFDIR/NAME. Labels are a column of "
+        "the input's obs, or a CSV whose first column holds cell ids and second column labels (every cell "
+        "needs a label). Raw counts get log1p; values already log1p are used as they are.",
+    )
+    add_input_arguments(p)
+    p.add_argument("--labels", required=True, metavar="COLUMN|CSV",
+                   help="obs column holding the cell types, or a CSV of cell id,label")
+    p.add_argument("-r", "--reference", required=True, metavar="NAME", help="name of the new reference")
+    p.add_argument("-mp", "--model-path", required=True, metavar="REFDIR", help="folder holding the references")
+    p.add_argument("--method", choices=("afrcl", "gsrcl"), default="afrcl", help="method (default: afrcl)")
+    p.add_argument("--preset", choices=("default", "paper"), default="default",
+                   help="default: tuned for speed at the same accuracy; paper: the published settings")
+    p.add_argument("--epochs", type=_positive_int, metavar="N", help="most epochs (default: from the preset)")
+    p.add_argument("--seed", type=int, default=1111, help="random seed (default: 1111)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default: cpu)")
+    p.add_argument("--top-genes", type=_positive_int, metavar="N",
+                   help="keep only the N most variable genes (default: all genes)")
+    p.add_argument("--validation-size", type=float, default=0.2, metavar="F",
+                   help="share of each cell type kept for checkpoint selection (default: 0.2)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing reference NAME")
+    # Hidden: method parameters as JSON (an object, or the path of a JSON file), e.g. '{"hidden": [64, 64]}'.
+    p.add_argument("--config", help=argparse.SUPPRESS)
+    add_common_arguments(p)
+    p.set_defaults(func=run)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def run(args) -> int:
+    from ..errors import GsrclError, OutputError
+    from ..reference import resolve
+
+    target = resolve(args.model_path, args.reference)
+    if target.exists() and not args.overwrite:
+        raise OutputError(
+            f"reference {args.reference!r} already exists in {args.model_path}: choose another name or pass --overwrite"
+        )
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise GsrclError("--device cuda was given but PyTorch sees no CUDA device here: use --device cpu")
+    overrides = _config(args.config)
+
+    from ..io import read_query
+    from ..train import train
+
+    adata = read_query(args.input, **reader_kwargs(args))
+    labels, labels_note = _labels(args.labels, adata)
+    ref = train(
+        adata, labels, args.method, name=args.reference, preset=args.preset, epochs=args.epochs, seed=args.seed,
+        device=args.device, quiet=args.quiet, validation_size=args.validation_size, top_genes=args.top_genes,
+        **overrides,
+    )
+    ref.manifest["training"]["labels"] = labels_note
+    ref.manifest["training"]["input"] = os.path.abspath(args.input)
+    path = ref.save(args.model_path, args.reference, overwrite=args.overwrite)
+    if not args.quiet:
+        print(summary(ref, path))
+    return 0
+
+
+def summary(ref, path) -> str:
+    t, v = ref.manifest["training"], ref.manifest["validation"]
+    score = v.get("score")
+    lines = [
+        f"Trained {ref.method} reference {ref.name!r} ({ref.manifest['preset']} preset) in {t['seconds']:.0f} s",
+        f"  cell types: {len(ref.cell_types)} ("
+        + ", ".join(f"{k} {n}" for k, n in t["cells_per_type"].items()) + ")",
+        f"  cells: {t['cells']} ({t['cells_train']} training, {t['cells_validation']} validation), genes: {t['genes']}",
+    ]
+    if t.get("dropped_classes"):
+        lines.append("  dropped (too few cells): " + ", ".join(f"{k} {n}" for k, n in t["dropped_classes"].items()))
+    lines.append("  validation MCC: " + ("n/a (no validation cells)" if score is None else f"{score:.3f}"))
+    lines.append(f"  saved to {path}")
+    return "\n".join(lines)
+
+
+def _config(text: str | None) -> dict:
+    from ..errors import GsrclError
+
+    if not text:
+        return {}
+    try:
+        raw = Path(text).read_text() if not text.lstrip().startswith("{") and Path(text).is_file() else text
+        value = json.loads(raw)
+    except (OSError, ValueError) as exc:
+        raise GsrclError(f"--config is not a JSON object or a JSON file ({exc})") from None
+    if not isinstance(value, dict):
+        raise GsrclError("--config must be a JSON object of method parameters")
+    return value
+
+
+def _labels(spec: str, adata):
+    """The labels for ``adata``'s cells: an obs column, or a CSV of cell id -> label."""
+    from ..errors import LabelsError, MissingPathError
+
+    looks_like_file = spec.lower().endswith(LABEL_FILE_SUFFIXES) or os.sep in spec
+    if spec in adata.obs.columns and not (looks_like_file and os.path.isfile(spec)):
+        return spec, f"obs[{spec!r}]"
+    if not os.path.isfile(spec):
+        if looks_like_file:
+            raise MissingPathError(f"labels file {spec} does not exist: give an obs column or a CSV of cell id,label")
+        cols = ", ".join(map(str, adata.obs.columns[:10])) or "none"
+        raise LabelsError(
+            f"--labels {spec!r} is neither a column of the input's obs (columns: {cols}) nor a file: name a "
+            "column or give a CSV of cell id,label"
+        )
+    return read_label_file(spec, adata.obs_names), os.path.abspath(spec)
+
+
+def read_label_file(path: str, obs_names):
+    """Labels from a CSV/TSV: first column cell ids, second labels; a header row is recognised by its first
+    cell not being a cell id. Every cell of the input needs a label; ids not in the input are ignored."""
+    import pandas as pd
+
+    from ..errors import LabelsError
+
+    sep = "\t" if ".tsv" in path.lower() else None
+    try:
+        table = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False, engine="python",
+                            comment=None)
+    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        raise LabelsError(f"labels file {path} cannot be read as a table ({exc}): give a CSV of cell id,label") from None
+    if table.shape[1] < 2:
+        raise LabelsError(f"labels file {path} has {table.shape[1]} column(s): it needs cell ids and labels")
+    names = pd.Index(pd.Index(obs_names).astype(str))
+    ids = table.iloc[:, 0].str.strip()
+    if len(ids) and ids.iloc[0] not in names and ids.iloc[1:].isin(names).any():
+        table, ids = table.iloc[1:], ids.iloc[1:]  # a header row
+    if ids.duplicated().any():
+        dup = ids[ids.duplicated()].unique()
+        raise LabelsError(f"labels file {path} lists {len(dup)} cell id(s) twice (e.g. {dup[0]}): one line per cell")
+    labels = pd.Series(table.iloc[:, 1].to_numpy(dtype=object), index=ids.to_numpy())
+    missing = names.difference(labels.index)
+    if len(missing):
+        raise LabelsError(
+            f"{len(missing)} of {len(names)} cells of the input have no line in labels file {path} "
+            f"(e.g. {', '.join(missing[:3])}): label every cell or remove those cells from the input"
+        )
+    extra = len(labels.index.difference(names))
+    if extra:
+        log.warning("warning: %d cell id(s) of %s are not in the input and were ignored", extra, path)
+    return labels.reindex(names)

@@ -1,0 +1,219 @@
+"""`QuerySource`: a query matrix (cells x genes) with its names, read block by block without densifying.
+
+A backend yields CSR float32 row blocks in cells x genes order. ``CSRRowsOnDisk`` reads row ranges of a
+compressed matrix straight from the HDF5 file (slice ``indptr``, then ``data``/``indices``), so memory does not
+grow with the number of cells; ``DenseRowsOnDisk`` reads slabs of a dense dataset; ``InMemory`` holds a CSR
+matrix built by a loader (text formats, CSC matrices, transposed input). Every block is checked for NaN/inf.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import anndata as ad
+import h5py
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from ..errors import CorruptFileError, ValuesError
+from .sniff import open_h5
+
+log = logging.getLogger("gsrcl.io")
+
+DENSE_SLAB_VALUES = 1 << 24  # values per dense slab read (64 MiB of float32)
+_INT32_MAX = np.iinfo(np.int32).max
+
+
+def _index_dtype(nnz: int, n_cols: int):
+    return np.int32 if max(nnz, n_cols) < _INT32_MAX else np.int64
+
+
+class Backend:
+    """Rows ``start:stop`` of a cells x genes matrix as CSR float32 (unchecked)."""
+
+    shape: tuple[int, int]
+
+    def blocks(self, block_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
+        raise NotImplementedError
+
+    def whole(self) -> sp.csr_matrix:
+        blocks = [b for _, b in self.blocks(max(1, DENSE_SLAB_VALUES // max(1, self.shape[1])))]
+        if not blocks:
+            return sp.csr_matrix(self.shape, dtype=np.float32)
+        return sp.vstack(blocks, format="csr", dtype=np.float32)
+
+
+class InMemory(Backend):
+    """A CSR matrix made by ``loader`` for each pass and dropped after it, or one held since opening
+    (text tables must be read whole to know their names); a held matrix is handed out as a copy, so
+    changing the AnnData never changes the source, except by ``release`` (read_query's one-shot use)."""
+
+    def __init__(self, loader: Callable[[], sp.csr_matrix], shape: tuple[int, int]):
+        self.loader = loader
+        self.shape = shape
+        self._held = None
+
+    @classmethod
+    def holding(cls, X: sp.csr_matrix) -> "InMemory":
+        backend = cls(None, X.shape)
+        backend._held = X
+        return backend
+
+    def release(self) -> sp.csr_matrix:
+        X, self._held = self._held, None
+        self.loader = lambda: (_ for _ in ()).throw(RuntimeError("this QuerySource was consumed by read_query"))
+        return X
+
+    def whole(self, copy: bool = True) -> sp.csr_matrix:
+        if self._held is not None:
+            return self._held.copy() if copy else self._held
+        X = self.loader()
+        if X.shape != self.shape:
+            raise CorruptFileError(f"the matrix read is {X.shape[0]} x {X.shape[1]}, expected {self.shape[0]} x {self.shape[1]}")
+        return X
+
+    def blocks(self, block_size):
+        X = self.whole(copy=False)  # slices are copies anyway
+        for start in range(0, X.shape[0], block_size):
+            yield start, X[start:start + block_size]
+
+
+class CSRRowsOnDisk(Backend):
+    """A compressed HDF5 group whose compressed axis is the cells: rows are read from disk range by range."""
+
+    def __init__(self, path: Path, group: str, indptr: np.ndarray, n_cols: int, keep: np.ndarray | None = None):
+        self.path, self.group, self.indptr, self.n_cols, self.keep = path, group, indptr, n_cols, keep
+        n_genes = n_cols if keep is None else len(keep)
+        self.shape = (len(indptr) - 1, n_genes)
+
+    def _rows(self, g: h5py.Group, start: int, stop: int) -> sp.csr_matrix:
+        ptr = self.indptr[start:stop + 1]
+        lo, hi = int(ptr[0]), int(ptr[-1])
+        data = g["data"][lo:hi].astype(np.float32, copy=False)
+        indices = g["indices"][lo:hi]
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.n_cols):
+            raise CorruptFileError(
+                f"{self.path}: a column index in '{self.group}/indices' lies outside 0..{self.n_cols - 1}: the file is corrupt"
+            )
+        block = sp.csr_matrix((data, indices, ptr - lo), shape=(stop - start, self.n_cols))
+        return block if self.keep is None else block[:, self.keep]
+
+    def blocks(self, block_size):
+        with open_h5(self.path) as f:
+            g = f[self.group]
+            for start in range(0, self.shape[0], block_size):
+                yield start, self._rows(g, start, min(start + block_size, self.shape[0]))
+
+    def whole(self) -> sp.csr_matrix:
+        if self.keep is not None:
+            return super().whole()
+        # Preallocate the result and read into it chunk by chunk: peak memory stays near one CSR matrix.
+        nnz = int(self.indptr[-1])
+        itype = _index_dtype(nnz, self.n_cols)
+        data = np.empty(nnz, dtype=np.float32)
+        indices = np.empty(nnz, dtype=itype)
+        step = 1 << 24
+        with open_h5(self.path) as f:
+            g = f[self.group]
+            if g["data"].shape[0] < nnz or g["indices"].shape[0] < nnz:
+                raise CorruptFileError(f"{self.path}: '{self.group}' holds fewer values than its indptr says: the file is corrupt")
+            for lo in range(0, nnz, step):
+                hi = min(lo + step, nnz)
+                g["data"].read_direct(data, np.s_[lo:hi], np.s_[lo:hi])
+                g["indices"].read_direct(indices, np.s_[lo:hi], np.s_[lo:hi])
+                part = indices[lo:hi]
+                if hi > lo and (part.min() < 0 or part.max() >= self.n_cols):
+                    raise CorruptFileError(
+                        f"{self.path}: a column index in '{self.group}/indices' lies outside 0..{self.n_cols - 1}: the file is corrupt"
+                    )
+        indptr = self.indptr.astype(itype, copy=False)
+        return sp.csr_matrix((data, indices, indptr), shape=self.shape, copy=False)
+
+
+class DenseRowsOnDisk(Backend):
+    """A dense 2-D dataset; the cells lie along ``cell_axis`` (1 for genes x cells storage such as loom)."""
+
+    def __init__(self, path: Path, key: str, shape: tuple[int, int], cell_axis: int):
+        self.path, self.key, self.cell_axis = path, key, cell_axis
+        self.shape = shape if cell_axis == 0 else (shape[1], shape[0])
+
+    def blocks(self, block_size):
+        with open_h5(self.path) as f:
+            ds = f[self.key]
+            for start in range(0, self.shape[0], block_size):
+                stop = min(start + block_size, self.shape[0])
+                slab = ds[start:stop] if self.cell_axis == 0 else ds[:, start:stop].T
+                yield start, sp.csr_matrix(np.asarray(slab, dtype=np.float32))
+
+
+def check_finite(block: sp.csr_matrix, start: int, obs_names: pd.Index, var_names: pd.Index, path) -> None:
+    step = 1 << 24  # in chunks: a mask over all values of a big matrix would cost 1 byte per value
+    for lo in range(0, len(block.data), step):
+        bad = ~np.isfinite(block.data[lo:lo + step])
+        if bad.any():
+            _raise_not_finite(block, lo + int(np.argmax(bad)), start, obs_names, var_names, path)
+
+
+def _raise_not_finite(block, k, start, obs_names, var_names, path):
+    row = int(np.searchsorted(block.indptr, k, side="right")) - 1
+    col = int(block.indices[k])
+    raise ValuesError(
+        f"{path}: the matrix holds NaN or infinite values ({block.data[k]} for cell {obs_names[start + row]!r},"
+        f" gene {var_names[col]!r}): fill or drop them before annotating"
+    )
+
+
+class QuerySource:
+    """A query matrix (cells x genes) with barcodes and genes; values are read on demand.
+
+    ``obs_names`` is a pd.Index of str, ``var`` a DataFrame indexed by gene names (with ``gene_ids`` /
+    ``gene_symbols`` columns where the file holds them), ``format`` a short name such as ``"h5ad"``.
+    """
+
+    def __init__(self, path: str | os.PathLike, fmt: str, obs_names: pd.Index, var: pd.DataFrame, backend: Backend,
+                 origin: dict | None = None):
+        self.path = Path(path)
+        self.format = fmt
+        self.obs_names = obs_names
+        self.var = var
+        self.origin = origin or {}
+        self._backend = backend
+
+    @property
+    def n_obs(self) -> int:
+        return len(self.obs_names)
+
+    @property
+    def n_vars(self) -> int:
+        return len(self.var)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.n_obs, self.n_vars
+
+    def __repr__(self) -> str:
+        return f"QuerySource({str(self.path)!r}, format={self.format!r}, {self.n_obs} cells x {self.n_vars} genes)"
+
+    def iter_blocks(self, block_size: int = 10_000) -> Iterator[tuple[int, sp.csr_matrix]]:
+        """Yield ``(start, X)``: rows ``start:start + X.shape[0]`` as CSR float32, cells x genes."""
+        block_size = int(block_size)
+        if block_size < 1:
+            raise ValueError("block_size must be a positive integer")
+        for start, block in self._backend.blocks(block_size):
+            check_finite(block, start, self.obs_names, self.var.index, self.path)
+            yield start, block
+
+    def to_memory(self, _release: bool = False) -> ad.AnnData:
+        """The whole matrix as AnnData (X CSR float32, obs_names = barcodes, var = genes); never densified."""
+        backend = self._backend
+        X = backend.release() if _release and isinstance(backend, InMemory) and backend._held is not None \
+            else backend.whole()
+        if not isinstance(X, sp.csr_matrix) or X.dtype != np.float32:
+            X = sp.csr_matrix(X, dtype=np.float32)
+        check_finite(X, 0, self.obs_names, self.var.index, self.path)
+        log.debug("read %s (%s): %d cells x %d genes, %d non-zeros", self.path, self.format, *X.shape, X.nnz)
+        return ad.AnnData(X=X, obs=pd.DataFrame(index=self.obs_names.copy()), var=self.var.copy())

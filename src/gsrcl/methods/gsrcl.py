@@ -1,0 +1,402 @@
+"""GsRCL: Gaussian-noise contrastive learning (SimCLR / NT-Xent), one binary RBF SVM per cell type (METHODS §3).
+
+Two views of every cell per step, each its log1p values plus fresh N(0, 1) noise on every gene; NT-Xent with
+τ = 0.07 (the original's sum of the two directions' means). The loss uses no labels: labels only choose the
+checkpoints. One-vs-rest: every ``val_every`` epochs the training and validation cells are encoded and, for
+each cell type, a binary classifier on the representation is scored on the validation cells (MCC); each type
+keeps the checkpoint that scored best for it, and gets its own binary RBF SVC with Platt probabilities (C and
+gamma by 5-fold CV over the paper grid) on that checkpoint's embeddings. ``predict_scores`` gives each type's
+positive-class probability, un-normalised; ``predict_proba`` divides them by their row sum, as the original.
+
+The original trains one encoder per binary task, but the encoder never sees the labels, so those K runs differ
+only by their random seeds. We train it ONCE and choose each task's checkpoint from that run, storing only the
+distinct checkpoints (K times less training). ``independent_encoders=True`` trains one encoder per task
+(seed + task index), as the original; {INDEPENDENT_NOTES}
+
+Checkpoint ties: the original keeps the FIRST best checkpoint, which on easy data is the encoder after one
+step (validation MCC is already 1.0 there). We keep the LATER one on ties (``ties="later"``, both presets
+except ``paper``, which keeps the published rule; pass ``ties="later"`` to fix it there too).
+
+Presets
+-------
+``paper``: as published (§3.3, §3.6): encoder genes -> 4096 -> 4096 -> 4096 -> 2048, head 2048 -> 512 -> 128,
+BatchNorm only when the training cells outnumber the batch size (§5.16: i.e. almost never), Adam lr 1e-4,
+weight decay 1e-6, batch 8192 (so full-batch, one step per epoch), unshuffled, 3001 epochs (loop 0..3000),
+validation after epochs 0, 50, 100, ... with the original's full grid search, no early stopping, first on ties.
+
+``default``:
+{DEFAULT_NOTES}
+
+The noise makes the first layer's input dense: that product (cells x genes x width, twice per view) is the
+cost centre, which is why the width of the first layer matters most.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..nn import Encoder, ProjectionHead, nt_xent
+from ._training import (
+    BLOCK,
+    EstimatorBase,
+    adam,
+    as_csr,
+    better,
+    encode,
+    fit_inputs,
+    jsonable,
+    prefixed,
+    resolve_device,
+    snapshot,
+    sparse_tensor,
+    split_arrays,
+    torch_session,
+    validation_score,
+)
+from .afrcl import _check_svc, _fit_svc, _svc_params, _vstack
+
+log = logging.getLogger("gsrcl.methods.gsrcl")
+
+_COMMON = {
+    "input_dropout": 0.0,
+    "temperature": 0.07,
+    "noise_std": 1.0,
+    "weight_decay": 1e-6,
+    "svm_cv": 5,
+    "threads": None,
+    "validation_size": 0.2,
+    "block": BLOCK,
+}
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        **_COMMON,
+        "hidden": (4096, 4096, 4096),
+        "out": 2048,
+        "head": (512, 128),
+        "batch_norm": "auto",  # on only if the training cells outnumber batch_size (METHODS §5.16)
+        "lr": 1e-4,
+        "batch_size": 8192,
+        "shuffle": False,
+        "epochs": 3001,
+        "val_every": 50,
+        "selection": "grid",
+        "patience": None,
+        "min_epochs": 0,
+        "ties": "first",
+        "svm_cells": "train",
+    },
+    "default": {
+        **_COMMON,
+        "hidden": (1024, 1024, 1024),
+        "out": 512,
+        "head": (256, 128),
+        "batch_norm": "auto",
+        "lr": 1e-4,
+        "batch_size": 8192,
+        "shuffle": False,
+        "epochs": 1000,
+        "val_every": 25,
+        "selection": "quick",
+        "patience": 4,
+        "min_epochs": 100,
+        "ties": "later",
+        "svm_cells": "train+val",
+    },
+}
+
+DEFAULT_NOTES = """(to be filled from benchmarks/train.py)"""
+INDEPENDENT_NOTES = """(to be filled from benchmarks/train.py)"""
+__doc__ = __doc__.replace("{DEFAULT_NOTES}", DEFAULT_NOTES).replace("{INDEPENDENT_NOTES}", INDEPENDENT_NOTES)
+
+
+class GsRCL(EstimatorBase):
+    """GsRCL as an estimator: ``fit(X, y, X_val, y_val)`` on log1p CSR input; ``predict_scores`` (n, K) raw
+    one-vs-rest probabilities, ``predict_proba`` the same divided by the row sum."""
+
+    method_name = "gsrcl"
+    PRESETS = PRESETS
+
+    def __init__(self, preset: str = "default", epochs: int | None = None, seed: int = 1111, device: str = "cpu",
+                 quiet: bool = False, independent_encoders: bool = False, **overrides):
+        super().__init__(preset=preset, epochs=epochs, seed=seed, device=device, quiet=quiet, **overrides)
+        self.independent_encoders = bool(independent_encoders)
+
+    @property
+    def hyperparameters(self) -> dict[str, Any]:
+        return {**super().hyperparameters, "independent_encoders": self.independent_encoders}
+
+    # --- training ------------------------------------------------------------------------------------
+    def fit(self, X, y, X_val=None, y_val=None) -> "GsRCL":
+        p = self.params
+        device = resolve_device(self.device)
+        X, y, X_val, y_val = fit_inputs(X, y, X_val, y_val, p["validation_size"], self.seed)
+        self.cell_types = sorted(map(str, np.unique(y)))
+        K = len(self.cell_types)
+        t0 = time.perf_counter()
+        batch_norm = X.shape[0] > p["batch_size"] if p["batch_norm"] == "auto" else bool(p["batch_norm"])
+        self.batch_norm_ = batch_norm
+        runs = [list(range(K))] if not self.independent_encoders else [[k] for k in range(K)]
+        checkpoints: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
+        choice: dict[int, tuple[int, int]] = {}
+        scores: dict[int, float | None] = {}
+        histories = []
+        for r, tasks in enumerate(runs):
+            ck, ch, sc, hist = self._train_run(X, y, X_val, y_val, tasks, r, batch_norm, device)
+            checkpoints.update(ck)
+            choice.update(ch)
+            scores.update(sc)
+            histories.append(hist)
+        train_seconds = time.perf_counter() - t0
+
+        # one encoder per distinct checkpoint; each task's binary SVM on its checkpoint's embeddings
+        keys = sorted(set(choice.values()))
+        if p["svm_cells"] == "train+val" and len(y_val):
+            X_svm, y_svm = _vstack(X, X_val), np.concatenate([y, y_val])
+        else:
+            X_svm, y_svm = X, y
+        with torch_session(self.seed, p["threads"]):
+            self.encoders_, self.svcs_ = [], [None] * K
+            for key in keys:
+                enc = self._new_encoder(X.shape[1], batch_norm, device)
+                enc.load_state_dict(checkpoints[key])
+                enc.eval()
+                self.encoders_.append(enc)
+                emb = encode(enc, X_svm, device, p["block"])
+                for k in range(K):
+                    if choice[k] == key:
+                        target = (y_svm == self.cell_types[k]).astype(np.int64)
+                        self.svcs_[k] = _fit_svc(emb, target, p["svm_cv"], self.seed + k)
+        self.task_encoder_ = [keys.index(choice[k]) for k in range(K)]
+        self._set_positive_columns()
+        history = histories[0] if len(histories) == 1 else {"runs": histories}
+        history["seconds"] = time.perf_counter() - t0
+        history["seconds_encoder"] = train_seconds
+        self.history_ = history
+        self.validation_ = jsonable({
+            "metric": "mcc",
+            "selection": p["selection"],
+            "cells": int(len(y_val)),
+            "ties": p["ties"],
+            "batch_norm": batch_norm,
+            "independent_encoders": self.independent_encoders,
+            "score": _mean([scores[k] for k in range(K)]),
+            "tasks": {
+                self.cell_types[k]: {"score": scores[k], "epoch": choice[k][1], "run": choice[k][0],
+                                     "encoder": self.task_encoder_[k], "svm": _svc_params(self.svcs_[k])}
+                for k in range(K)
+            },
+            "encoders": [{"run": r, "epoch": e} for r, e in keys],
+            "epochs_run": [h["epochs_run"] for h in histories],
+            "stopped_early": [h["stopped_early"] for h in histories],
+            "svm_cells": p["svm_cells"] if len(y_val) else "train",
+        })
+        log.info("gsrcl: %d distinct checkpoint(s) for %d tasks, mean validation MCC %s, %.1f s",
+                 len(keys), K, self.validation_["score"], history["seconds"])
+        return self
+
+    def _new_encoder(self, n_genes: int, batch_norm: bool, device) -> Encoder:
+        p = self.params
+        return Encoder(n_genes, p["hidden"], p["out"], batch_norm=batch_norm,
+                       input_dropout=p["input_dropout"]).to(device)
+
+    def _train_run(self, X, y, X_val, y_val, tasks, run, batch_norm, device):
+        """Train one encoder; return the checkpoints chosen by ``tasks``, keyed (run, epoch)."""
+        p = self.params
+        seed = self.seed + run
+        n = X.shape[0]
+        with torch_session(seed, p["threads"]):
+            rng = np.random.default_rng(seed)
+            encoder = self._new_encoder(X.shape[1], batch_norm, device)
+            head = ProjectionHead(p["out"], p["head"][:-1], p["head"][-1], batch_norm=batch_norm).to(device)
+            opt = adam(list(encoder.parameters()) + list(head.parameters()), p["lr"], p["weight_decay"], device)
+            bs = min(int(p["batch_size"]), n) if p["batch_size"] > 0 else n
+            steps = max(1, n // bs) if batch_norm else math.ceil(n / bs)  # BN needs full batches
+            targets = {k: (y == self.cell_types[k]) for k in tasks}
+            val_targets = {k: (y_val == self.cell_types[k]) for k in tasks}
+            scorable = [k for k in tasks if val_targets[k].any()]
+            best: dict[int, float | None] = {k: None for k in tasks}
+            best_epoch: dict[int, int | None] = {k: None for k in tasks}
+            mean_best, mean_epoch = None, None  # for tasks without validation cells of their type
+            kept: dict[int, dict[str, torch.Tensor]] = {}
+            top: dict[int, float] = {k: -math.inf for k in scorable}
+            since, stopped_early = 0, False
+            history = {"loss": [], "validation": [], "seconds_steps": 0.0, "seconds_validation": 0.0}
+            last_mean = float("nan")
+            bar = self._progress(p["epochs"])
+            for epoch in range(p["epochs"]):
+                encoder.train()
+                head.train()
+                t_epoch = time.perf_counter()
+                order = rng.permutation(n) if p["shuffle"] else np.arange(n)
+                total = 0.0
+                for s in range(steps):
+                    idx = order[s * bs : (s + 1) * bs]
+                    if len(idx) < 2:
+                        continue
+                    xb = torch.from_numpy(X[idx].toarray()).to(device)
+                    v1 = xb + p["noise_std"] * torch.randn_like(xb)
+                    v2 = xb + p["noise_std"] * torch.randn_like(xb)
+                    loss = nt_xent(head(encoder(v1)), head(encoder(v2)), p["temperature"])
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    total += float(loss.detach())
+                    del xb, v1, v2
+                history["loss"].append(total / steps)
+                last = epoch == p["epochs"] - 1
+                t_val = time.perf_counter()
+                history["seconds_steps"] += t_val - t_epoch
+                if len(y_val) and (epoch % p["val_every"] == 0 or last):
+                    emb_tr = encode(encoder, X, device, p["block"])
+                    emb_val = encode(encoder, X_val, device, p["block"])
+                    now = {k: validation_score(p["selection"], emb_tr, targets[k].astype(np.int64), emb_val,
+                                               val_targets[k].astype(np.int64), seed, p["svm_cv"])
+                           for k in scorable}
+                    last_mean = _mean(list(now.values()))
+                    last_mean = float("nan") if last_mean is None else last_mean
+                    history["validation"].append([epoch + 1, jsonable(now), last_mean])
+                    wanted = False
+                    for k in scorable:
+                        if better(now[k], best[k], p["ties"]):
+                            best[k], best_epoch[k], wanted = now[k], epoch + 1, True
+                    if scorable and better(last_mean, mean_best, p["ties"]):
+                        mean_best, mean_epoch, wanted = last_mean, epoch + 1, True
+                    if wanted:
+                        kept[epoch + 1] = snapshot(encoder)
+                    used = set(best_epoch.values()) | {mean_epoch}
+                    kept = {e: s for e, s in kept.items() if e in used}
+                    improved = False
+                    for k in scorable:
+                        if now[k] > top[k]:
+                            top[k], improved = now[k], True
+                    since = 0 if improved else since + 1
+                    if scorable and p["patience"] and since >= p["patience"] and epoch + 1 >= p["min_epochs"]:
+                        stopped_early = True
+                    history["seconds_validation"] += time.perf_counter() - t_val
+                bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", val_mcc=f"{last_mean:.3f}", refresh=False)
+                bar.update()
+                if stopped_early:
+                    break
+            bar.close()
+            epochs_run = len(history["loss"])
+            if not scorable:  # no validation cells at all: the last epoch for every task
+                kept = {epochs_run: snapshot(encoder)}
+                mean_epoch = epochs_run
+            for k in tasks:
+                if best_epoch[k] is None:  # no validation cell of this type: the checkpoint best on average
+                    best_epoch[k] = mean_epoch
+            history.update(epochs_run=epochs_run, stopped_early=stopped_early)
+        checkpoints = {(run, e): kept[e] for e in set(best_epoch.values())}
+        return checkpoints, {k: (run, best_epoch[k]) for k in tasks}, {k: best[k] for k in tasks}, history
+
+    def _set_positive_columns(self) -> None:
+        self._pos = []
+        for svc in self.svcs_:
+            classes = [int(c) for c in svc.classes_]
+            self._pos.append(classes.index(1))
+
+    # --- prediction ----------------------------------------------------------------------------------
+    @property
+    def embed_encoder_(self) -> int:
+        """The checkpoint used by most tasks (the earliest stored one on ties)."""
+        counts = Counter(self.task_encoder_)
+        return min(counts, key=lambda j: (-counts[j], j))
+
+    def embed(self, X) -> np.ndarray:
+        self._check_fitted()
+        return encode(self.encoders_[self.embed_encoder_], X, torch.device("cpu"), self.params.get("block", BLOCK))
+
+    def predict_scores(self, X) -> np.ndarray:
+        """Each type's positive-class probability (n, K), columns in ``cell_types`` order, not normalised."""
+        self._check_fitted()
+        X = as_csr(X)
+        block = self.params.get("block", BLOCK)
+        out = np.empty((X.shape[0], len(self.cell_types)), dtype=np.float64)
+        cpu = torch.device("cpu")
+        for start in range(0, X.shape[0], block):
+            xb = X[start : start + block]
+            for j, enc in enumerate(self.encoders_):
+                emb = encode(enc, xb, cpu, block)
+                for k, jj in enumerate(self.task_encoder_):
+                    if jj == j:
+                        out[start : start + block, k] = np.asarray(self.svcs_[k].predict_proba(emb))[:, self._pos[k]]
+        return out
+
+    # --- state ---------------------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        self._check_fitted()
+        arrays: dict[str, np.ndarray] = {}
+        for j, enc in enumerate(self.encoders_):
+            arrays.update(enc.to_arrays(f"encoder{j}."))
+        tasks = []
+        for k, svc in enumerate(self.svcs_):
+            svc_config, svc_arrays = svc.state()
+            arrays.update(prefixed(svc_arrays, f"svc{k}."))
+            tasks.append({"cell_type": self.cell_types[k], "encoder": int(self.task_encoder_[k]),
+                          "svc": jsonable(svc_config)})
+        config = {
+            "method": self.method_name,
+            "cell_types": list(self.cell_types),
+            "n_genes": int(self.encoders_[0].n_inputs),
+            "encoders": [enc.arch for enc in self.encoders_],
+            "tasks": tasks,
+            "hyperparameters": self.hyperparameters,
+        }
+        return config, arrays
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "GsRCL":
+        from ..svm import PortableSVC
+
+        if config.get("method") != "gsrcl":
+            raise ValueError(f"the model config is for method {config.get('method')!r}, not 'gsrcl'")
+        hp = dict(config.get("hyperparameters", {}))
+        model = cls(preset=hp.pop("preset", "default"), seed=hp.pop("seed", 1111), quiet=True,
+                    independent_encoders=hp.pop("independent_encoders", False))
+        model.params.update({k: v for k, v in hp.items() if k in model.params})
+        types = [str(t) for t in config["cell_types"]]
+        tasks = config["tasks"]
+        n_enc = len(config["encoders"])
+        if [t["cell_type"] for t in tasks] != types:
+            raise ValueError("the tasks do not match the cell types")
+        allowed = tuple(f"encoder{j}." for j in range(n_enc)) + tuple(f"svc{k}." for k in range(len(tasks)))
+        stray = sorted(k for k in arrays if not k.startswith(allowed))
+        if stray:
+            raise ValueError(f"unexpected arrays {stray[:3]}")
+        encoders = []
+        for j, arch in enumerate(config["encoders"]):
+            enc = Encoder.from_arrays(arrays, f"encoder{j}.", input_dropout=arch.get("input_dropout", 0.0))
+            if enc.n_inputs != int(config["n_genes"]):
+                raise ValueError(f"encoder {j} takes {enc.n_inputs} genes, the config says {config['n_genes']}")
+            encoders.append(enc.eval())
+        svcs, task_encoder = [], []
+        for k, task in enumerate(tasks):
+            j = int(task["encoder"])
+            if not 0 <= j < n_enc:
+                raise ValueError(f"task {task['cell_type']!r} refers to encoder {j}, there are {n_enc}")
+            svc = PortableSVC.from_state(task["svc"], split_arrays(arrays, f"svc{k}."))
+            _check_svc(svc, ["0", "1"], encoders[j].out, f"the SVM of {task['cell_type']!r}")
+            svcs.append(svc)
+            task_encoder.append(j)
+        model.cell_types = types
+        model.encoders_ = encoders
+        model.svcs_ = svcs
+        model.task_encoder_ = task_encoder
+        model._set_positive_columns()
+        model.history_ = {}
+        model.validation_ = {}
+        return model
+
+
+def _mean(values) -> float | None:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    return float(np.mean(vals)) if vals else None
+

@@ -1,0 +1,199 @@
+"""``gsrcl.train``: build a reference from labelled cells.
+
+The steps: labels checked (missing or empty labels are a LabelsError); values detected (raw counts get log1p,
+values already log1p are used as they are, never logged twice; scaled values are refused); cell types with
+fewer than ``min_cells`` cells dropped with a warning naming them; optionally the ``top_genes`` most variable
+genes (variance of the log1p values over the reference cells; the reference's gene list is then those genes);
+a stratified validation split (``validation_size`` of each type with at least 10 cells; smaller types go to
+training only); the method's ``fit``; and a `Reference` whose manifest records all of it.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from .errors import DuplicateGenesError, GsrclError, LabelsError, ValuesError
+from .methods import METHODS, get_method
+from .methods._training import MIN_CELLS, MIN_VALIDATION_CELLS, check_labels, drop_rare_classes, resolve_device, split_validation
+from .reference import Reference
+
+log = logging.getLogger("gsrcl.train")
+
+
+def train(
+    adata,
+    labels_key: str | Any = "cell_type",
+    method: str = "afrcl",
+    *,
+    name: str | None = None,
+    preset: str = "default",
+    epochs: int | None = None,
+    seed: int = 1111,
+    device: str = "cpu",
+    quiet: bool = False,
+    validation_size: float = 0.2,
+    top_genes: int | None = None,
+    min_cells: int = MIN_CELLS,
+    **overrides,
+) -> Reference:
+    """Train ``method`` ("afrcl" or "gsrcl") on ``adata`` and return the reference (not yet saved).
+
+    ``labels_key``: a column of ``adata.obs``, or the labels themselves (array or Series; a Series indexed
+    by cell names is aligned to ``adata.obs_names``). ``overrides`` go to the method (e.g. ``hidden=(64,)``).
+    """
+    t0 = time.perf_counter()
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise GsrclError(str(exc)) from None
+    model = get_method(method)(preset=preset, epochs=epochs, seed=seed, device=device, quiet=quiet, **overrides)
+
+    labels, labels_source = _labels(adata, labels_key)
+    genes = pd.Index(adata.var_names.astype(str))
+    if genes.has_duplicates:
+        dup = genes[genes.duplicated()].unique()
+        raise DuplicateGenesError(
+            f"{len(dup)} gene names occur more than once (e.g. {', '.join(map(str, dup[:3]))}): make them unique "
+            "(e.g. anndata's var_names_make_unique) before training"
+        )
+    X = _matrix(adata)
+
+    from .values import detect_values, to_model_input
+
+    report = detect_values(X)
+    (log.warning if report.warn else log.info)("values: %s", report.message)
+    Xm = to_model_input(X, report)
+    values = {
+        "expected": report.kind,
+        "transform": "log1p" if report.kind in ("counts", "normalized") else "none",
+        "log_base": float(report.log_base) if report.log_base else None,
+        "message": report.message,
+    }
+
+    n_input = Xm.shape[0]
+    keep, dropped = drop_rare_classes(labels, min_cells)
+    if not keep.all():
+        Xm, labels = Xm[keep], labels[keep]
+
+    selection = None
+    if top_genes is not None:
+        Xm, genes, selection = _top_genes(Xm, genes, int(top_genes))
+
+    tr, va = split_validation(labels, validation_size, seed, MIN_VALIDATION_CELLS)
+    types, counts = np.unique(labels, return_counts=True)
+    log.info("training %s (%s preset) on %d cells (%d for validation), %d genes, %d cell types",
+             method, preset, len(labels), len(va), Xm.shape[1], len(types))
+    t_fit = time.perf_counter()
+    model.fit(Xm[tr], labels[tr], Xm[va], labels[va])
+    fit_seconds = time.perf_counter() - t_fit
+
+    import torch
+
+    history = getattr(model, "history_", {})
+    training = {
+        "labels": labels_source,
+        "cells_input": int(n_input),
+        "cells": int(len(labels)),
+        "cells_train": int(len(tr)),
+        "cells_validation": int(len(va)),
+        "genes": int(Xm.shape[1]),
+        "cells_per_type": {str(t): int(c) for t, c in zip(types, counts)},
+        "validation_cells_per_type": {str(t): int(c) for t, c in zip(*np.unique(labels[va], return_counts=True))},
+        "dropped_classes": dropped,
+        "min_cells": int(min_cells),
+        "validation_size": float(validation_size),
+        "gene_selection": selection,
+        "seed": int(seed),
+        "device": str(device),
+        "torch_threads": int(torch.get_num_threads()),
+        "seconds_fit": round(fit_seconds, 2),
+        "seconds": round(time.perf_counter() - t0, 2),
+        "history": _history(history),
+    }
+    return Reference.from_model(
+        model,
+        name=name or "reference",
+        genes=list(genes),
+        values=values,
+        preset=preset,
+        hyperparameters=model.hyperparameters,
+        training=training,
+        validation=getattr(model, "validation_", {}),
+    )
+
+
+def _labels(adata, labels_key) -> tuple[np.ndarray, str]:
+    n = adata.n_obs
+    if isinstance(labels_key, str):
+        if labels_key not in adata.obs.columns:
+            cols = ", ".join(map(str, adata.obs.columns[:10])) or "none"
+            raise LabelsError(
+                f"the labels column {labels_key!r} is not in the data's obs (columns: {cols}): name another "
+                "column or give a CSV of cell id -> label"
+            )
+        return check_labels(adata.obs[labels_key], n), f"obs[{labels_key!r}]"
+    y = labels_key
+    if isinstance(y, pd.Series) and not isinstance(y.index, pd.RangeIndex):
+        names = pd.Index(adata.obs_names.astype(str))
+        index = y.index.astype(str)
+        if index.has_duplicates:
+            raise LabelsError("the labels' cell ids are not unique: give one label per cell id")
+        missing = names.difference(index)
+        if len(missing):
+            raise LabelsError(
+                f"{len(missing)} of {n} cells have no label (e.g. {', '.join(missing[:3])}): label every cell "
+                "or remove the unlabelled cells from the input"
+            )
+        y = pd.Series(y.to_numpy(dtype=object), index=index).reindex(names)
+    return check_labels(y, n), "given"
+
+
+def _matrix(adata) -> sp.csr_matrix:
+    X = adata.X
+    if X is None:
+        raise ValuesError("the data has no expression matrix (X): put the values in X or pick a layer")
+    if sp.issparse(X):
+        X = X.tocsr()
+    else:
+        X = sp.csr_matrix(np.asarray(X))
+    if X.dtype != np.float32:
+        X = X.astype(np.float32)
+    return X
+
+
+def _top_genes(Xm: sp.csr_matrix, genes: pd.Index, n: int):
+    """The ``n`` genes of highest variance of the log1p values over the reference cells (in their order)."""
+    from sklearn.utils.sparsefuncs import mean_variance_axis
+
+    if n < 1:
+        raise ValueError(f"top_genes must be a positive number of genes, not {n}")
+    if n >= Xm.shape[1]:
+        return Xm, genes, {"method": "variance of log1p values", "n": int(Xm.shape[1]), "of": int(Xm.shape[1])}
+    _, var = mean_variance_axis(Xm, axis=0)
+    idx = np.sort(np.argsort(-var, kind="stable")[:n])
+    selection = {"method": "variance of log1p values", "n": int(n), "of": int(Xm.shape[1])}
+    return Xm[:, idx].tocsr(), genes[idx], selection
+
+
+def _history(history: dict) -> dict:
+    """The per-epoch history, JSON-able and rounded (it goes into the manifest)."""
+    from .methods._training import jsonable
+
+    def rnd(v):
+        if isinstance(v, float):
+            return round(v, 6)
+        if isinstance(v, list):
+            return [rnd(x) for x in v]
+        if isinstance(v, dict):
+            return {k: rnd(x) for k, x in v.items()}
+        return v
+
+    return rnd(jsonable(history))

@@ -1,0 +1,139 @@
+"""The accuracy benchmark: metrics on hand-computed examples, label mapping, task config and filters, and one
+--quick run of a small real task end to end."""
+
+from __future__ import annotations
+
+import json
+
+import anndata as ad
+import numpy as np
+import pytest
+
+from gsrcl import benchmark as B
+from gsrcl.cli import main
+from gsrcl.errors import GsrclError, MissingPathError
+from tests.conftest import DATA, ROOT, dataset
+
+CONFIG = ROOT / "benchmarks" / "tasks.json"
+KNOWN = ["a", "b", "c"]
+# a: 2 right, 1 Unassigned, 1 false positive from b; b: 1 right, 1 called a; c: right; d is an unseen type
+Y_TRUE = ["a", "a", "a", "b", "b", "c", "d", "d"]
+Y_PRED = ["a", "a", "Unassigned", "b", "a", "c", "a", "Unassigned"]
+
+
+def test_macro_f1_and_accuracy_count_unassigned_as_wrong_and_leave_unseen_cells_out():
+    # a: P 2/3, R 2/3; b: P 1, R 1/2; c: 1 -> (2/3 + 2/3 + 1) / 3; the unseen d called a is no false positive of a
+    assert B.macro_f1(Y_TRUE, Y_PRED, KNOWN) == pytest.approx(7 / 9)
+    assert B.accuracy(Y_TRUE, Y_PRED, KNOWN) == pytest.approx(4 / 6)
+    # the same cells without the unseen ones give the same numbers
+    assert B.macro_f1(Y_TRUE[:6], Y_PRED[:6], KNOWN) == pytest.approx(7 / 9)
+
+
+def test_abdelaal_median_f1_drops_unassigned_cells_from_the_table():
+    r = B.abdelaal_f1(Y_TRUE, Y_PRED, KNOWN)
+    # without the Unassigned a: a P 2/3 R 1 -> 0.8; b P 1 R 1/2 -> 2/3; c 1
+    assert r["per_class_f1"] == pytest.approx({"a": 0.8, "b": 2 / 3, "c": 1.0})
+    assert r["median_f1"] == pytest.approx(0.8)
+    assert r["pct_unassigned"] == pytest.approx(100 / 6)
+    assert r["accuracy_assigned"] == pytest.approx(4 / 5)
+    # a type whose cells are all Unassigned has F1 0 (not left out)
+    assert B.abdelaal_f1(["a", "b"], ["a", "Unassigned"], ["a", "b"])["median_f1"] == pytest.approx(0.5)
+
+
+def test_unseen_auroc_and_unassigned_share_on_a_hand_example():
+    y_true = ["a", "a", "b", "d", "e"]
+    conf = [0.9, 0.4, 0.8, 0.5, 0.3]  # known > unseen in 5 of the 6 pairs (0.4 < 0.5)
+    assert B.unseen_auroc(y_true, conf, KNOWN) == pytest.approx(5 / 6)
+    assert B.unseen_auroc(["a", "b"], [0.1, 0.2], KNOWN) is None
+    assert B.unseen_unassigned(y_true, ["a", "a", "b", "Unassigned", "c"], KNOWN) == pytest.approx(0.5)
+    r = B.evaluate(y_true, ["a", "a", "b", "Unassigned", "c"], KNOWN, conf, {"raw": np.array([1, 1, 1, 0, 0.0])})
+    assert r["unseen_auroc"] == pytest.approx(5 / 6) and r["unseen_auroc_raw"] == pytest.approx(1.0)
+    assert (r["n_known"], r["n_unseen"]) == (3, 2)
+    c = B.confusion(y_true, ["a", "a", "b", "Unassigned", "c"], KNOWN)
+    assert c["rows"] == ["a", "b", "d", "e"] and c["cols"] == ["a", "b", "c", "Unassigned"]
+    assert c["counts"][2] == [0, 0, 0, 1] and c["counts"][3] == [0, 0, 1, 0]
+
+
+def test_label_mapping_and_the_pbmc_table_covers_the_files():
+    config = B.load_config(CONFIG)
+    table = config.label_maps["pbmc"]
+    mapped = B.map_labels(["Naive CD4 T", "Memory CD4 T", "B", "not in table"], table)
+    assert list(mapped) == ["CD4 T cells", "CD4 T cells", "B cells", "not in table"]
+    pbmc3k = ad.read_h5ad(dataset("pbmc3k_seurat_clustifyr.h5ad"), backed="r")
+    kang = ad.read_h5ad(dataset("pbmc_kang_ctrl_muscat.h5ad"), backed="r")
+    assert set(pbmc3k.obs["cell_type"].astype(str)) <= set(table)  # every pbmc3k name is harmonised
+    kang_types = set(kang.obs["cell_type"].astype(str))
+    shared = set(B.map_labels(pbmc3k.obs["cell_type"], table)) & kang_types
+    assert shared == kang_types  # pbmc3k -> Kang covers every Kang type after mapping
+
+
+@pytest.mark.filterwarnings("ignore:Observation names are not unique")
+def test_task_config_filters_and_unseen_check(tmp_path):
+    config = B.load_config(CONFIG)
+    assert {"cellbench_celseq2_to_dropseq", "cellbench_5cl_plates", "xin_to_wang_shared", "xin_to_wang_all",
+            "pbmc3k_to_kang", "kang_donors", "kang_to_pbmc3k", "mouse_immune_cv"} <= set(config.tasks)
+    assert config.data_dir.resolve() == DATA.resolve()
+    task = config.tasks["cellbench_5cl_plates"]
+    dataset(task.reference.file)
+    [(ref, query)] = B.task_splits(task, config.data_dir)
+    raw = ad.read_h5ad(DATA / task.reference.file, backed="r").obs
+    sng = raw["demuxlet_cls"] == "SNG"
+    assert ref.n_obs == int((sng & raw["plate"].isin(["p1", "p2"])).sum())
+    assert query.n_obs == int((sng & (raw["plate"] == "p3")).sum())
+    assert set(ref.obs["plate"]) == {"p1", "p2"} and set(query.obs["plate"]) == {"p3"}
+    assert set(ref.obs["demuxlet_cls"]) == {"SNG"}
+
+    # the unseen list is checked against the data
+    raw_cfg = json.loads(CONFIG.read_text())
+    raw_cfg["data_dir"] = str(DATA)
+    bad = next(t for t in raw_cfg["tasks"] if t["name"] == "xin_to_wang_all")
+    bad["unseen"] = ["acinar"]
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(raw_cfg))
+    with pytest.raises(GsrclError, match="unseen"):
+        B.task_splits(B.load_config(path).tasks["xin_to_wang_all"], DATA)
+    bad["kind"] = "loo"
+    path.write_text(json.dumps(raw_cfg))
+    with pytest.raises(GsrclError, match="kind"):
+        B.load_config(path)
+    with pytest.raises(MissingPathError):
+        B.load_config(tmp_path / "absent.json")
+
+
+def test_unknown_task_is_one_line_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(["benchmark", "--config", str(CONFIG), "--tasks", "no_such_task", "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == GsrclError.exit_code and "unknown task(s) no_such_task" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_quick_run_writes_the_report_and_the_svm_is_well_above_chance(tmp_path):
+    dataset("pancreas_xin_scclassify_subset.h5ad")
+    dataset("pancreas_wang_scclassify_subset.h5ad")
+    ours = B.ours_available() is None
+    methods = ["svm", "svm_rejection", "celltypist"] + (["gsrcl", "afrcl"] if ours else [])
+    rc = main(["benchmark", "--config", str(CONFIG), "--quick", "--tasks", "xin_to_wang_all",
+               "--methods", ",".join(methods), "--out", str(tmp_path), "-q"])
+    assert rc == 0
+    results = json.loads((tmp_path / "accuracy.json").read_text())
+    task = results["tasks"]["xin_to_wang_all"]
+    assert set(task["methods"]) == set(methods)
+    for m in methods:
+        e = task["methods"][m]
+        assert e["status"] == "ok", (m, e.get("note"))
+        assert {"macro_f1", "accuracy", "median_f1", "pct_unassigned", "unseen_auroc",
+                "unseen_unassigned"} <= set(e["metrics"])
+        assert e["fit_seconds"][0] > 0 and e["memory_mib"]["fit_peak"] > 0
+        assert sum(map(sum, e["confusion"]["counts"])) == task["n_query"]
+    # 4 known types: chance macro-F1 is about 0.25
+    assert task["methods"]["svm"]["metrics"]["macro_f1"] > 0.8
+    assert set(task["query_types"]) == {"alpha", "beta", "gamma", "delta", "acinar", "ductal", "stellate"}
+    md = (tmp_path / "accuracy.md").read_text()
+    assert results["command"] in md and "--quick" in results["command"]
+    for m in methods:
+        assert f"| {m} | " in md
+    assert (tmp_path / "accuracy.png").stat().st_size > 0
+    assert (tmp_path / "confusion_xin_to_wang_all.png").exists() == ours
+    if ours:
+        assert "unseen_auroc_max_raw_score" in task["methods"]["gsrcl"]["metrics"]

@@ -1,0 +1,238 @@
+"""``gsrcl predict`` end to end on real data: a tiny reference trained on CEL-seq2 cells of three cell lines,
+Drop-seq cells of the same lines as the query."""
+
+from __future__ import annotations
+
+import hashlib
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.sparse as sp
+
+from gsrcl.annotate import OUTPUTS, UNASSIGNED, annotate
+from gsrcl.cli import main
+from gsrcl.plot import palette
+from tests.conftest import dataset
+
+TINY = dict(epochs=3, hidden=(64, 64, 64), out=32, head=(32, 16), val_every=1, min_epochs=0, quiet=True)
+_CACHE: dict[str, object] = {}
+
+
+def tiny_references(tmp_path_factory) -> Path:
+    """REFDIR with tiny ``afrcl`` and ``gsrcl`` references (trained once per test session)."""
+    if "refdir" not in _CACHE:
+        import gsrcl.train
+
+        ref_data = ad.read_h5ad(dataset("cellbench_celseq2_3cl.h5ad"))
+        keep = np.flatnonzero(ref_data.obs["demuxlet_cls"].astype(str).to_numpy() == "SNG")
+        keep = np.sort(np.random.default_rng(0).choice(keep, 180, replace=False))
+        ref_data = ref_data[keep].copy()
+        refdir = tmp_path_factory.mktemp("refs")
+        for method in ("afrcl", "gsrcl"):
+            gsrcl.train.train(ref_data, labels_key="cell_type", method=method, name=method, **TINY).save(refdir, method)
+        _CACHE["refdir"] = refdir
+    return _CACHE["refdir"]
+
+
+def query_file(tmp_path_factory, n: int = 120) -> Path:
+    key = f"query{n}"
+    if key not in _CACHE:
+        q = ad.read_h5ad(dataset("cellbench_dropseq_3cl.h5ad"))
+        idx = np.sort(np.random.default_rng(1).choice(q.n_obs, n, replace=False))
+        path = tmp_path_factory.mktemp("query") / f"query{n}.h5ad"
+        q[idx].copy().write_h5ad(path)
+        _CACHE[key] = path
+    return _CACHE[key]
+
+
+@pytest.fixture(scope="module")
+def refdir(tmp_path_factory):
+    return tiny_references(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def query(tmp_path_factory):
+    return query_file(tmp_path_factory)
+
+
+def sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    return {p.name: sha(p) for p in sorted(folder.iterdir())} if folder.exists() else {}
+
+
+def predict(*args) -> int:
+    return main(["predict", *map(str, args), "-q"])
+
+
+def test_predict_writes_the_four_outputs_consistently(refdir, query, tmp_path):
+    before = sha(query)
+    out = tmp_path / "out"
+    assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out, "--block-size", 50) == 0
+    assert sha(query) == before, "the input was modified"
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS), "temporary files left behind"
+    q = ad.read_h5ad(query)
+    types = sorted(q.obs["cell_type"].astype(str).unique())
+
+    csv = pd.read_csv(out / "probabilities.csv")
+    assert list(csv.columns) == ["barcode", *types, "Identified as"]
+    assert list(csv["barcode"]) == list(q.obs_names)
+    P = csv[types].to_numpy()
+    np.testing.assert_allclose(P.sum(axis=1), 1.0, atol=1e-6)  # AF-RCL: multi-class probabilities
+    labels = csv["Identified as"].to_numpy(dtype=str)
+    assert set(labels) <= set(types) | {UNASSIGNED}
+    top = P.max(axis=1)
+    expected = np.where(top <= 0.5, UNASSIGNED, np.asarray(types)[P.argmax(axis=1)])
+    assert (labels == expected).all()
+    assert np.mean(labels == q.obs["cell_type"].astype(str).to_numpy()) > 0.5  # same cell lines, other platform
+
+    colours = palette(types)
+    legend = [line.split("\t") for line in (out / "legend.txt").read_text().splitlines()]
+    assert [row[0] for row in legend] == [*types, UNASSIGNED]
+    assert [row[1] for row in legend] == [colours[t] for t in [*types, UNASSIGNED]]
+    assert [int(row[2]) for row in legend] == [int((labels == t).sum()) for t in [*types, UNASSIGNED]]
+
+    root = ET.parse(out / "tsne.svg").getroot()
+    assert root.tag.endswith("svg")
+    texts = ["".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert "t-SNE 1" in texts and "t-SNE 2" in texts
+
+    a = ad.read_h5ad(out / "annotated.h5ad")
+    assert list(a.obs_names) == list(q.obs_names) and list(a.var_names) == list(q.var_names)
+    assert (a.X != q.X).nnz == 0, "annotated.h5ad's X (written block by block) differs from the query"
+    assert (a.obs["cell_type"].astype(str) == q.obs["cell_type"].astype(str)).all()  # metadata carried over
+    assert (a.obs["predicted_labels"].astype(str).to_numpy() == labels).all()
+    assert list(a.obs["predicted_labels"].cat.categories) == [*types, UNASSIGNED]
+    np.testing.assert_allclose(a.obs["conf_score"], top, rtol=1e-6)
+    assert list(a.obsm["probabilities"].columns) == types
+    np.testing.assert_allclose(a.obsm["probabilities"].to_numpy(), P, rtol=1e-7)
+    assert "max_raw_score" not in a.obs  # AF-RCL has no un-normalised scores
+    rec = a.uns["gsrcl"]
+    assert rec["method"] == "afrcl" and rec["reference"]["name"] == "afrcl"
+    assert rec["genes"]["n_query_genes"] == q.n_vars
+    assert 0.5 * q.n_vars < rec["genes"]["n_query_genes_matched"] <= q.n_vars
+    assert rec["values"]["detected"] == "counts"
+    assert rec["params"]["p"] == 0.5 and rec["params"]["block_size"] == 50
+    assert rec["tsne"]["drawn"] and rec["tsne"]["n_cells"] == q.n_obs
+    assert {"gsrcl", "anndata", "torch"} <= set(rec["versions"])
+
+    # blockwise from disk (blocks of 50 cells) == in memory in one block, through the Python API
+    mem = annotate(q, Path(refdir) / "afrcl", quiet=True)
+    np.testing.assert_allclose(mem.obsm["probabilities"].to_numpy(), P, rtol=1e-6, atol=1e-9)
+    assert (mem.obs["predicted_labels"].astype(str).to_numpy() == labels).all()
+
+
+def test_two_step_verify_then_predict_matches_predicting_the_raw_file(refdir, query, tmp_path):
+    out = tmp_path / "two"
+    assert main(["verify", "-i", str(query), "-r", "gsrcl", "-mp", str(refdir), "-o", str(out), "-q"]) == 0
+    assert predict("-r", "gsrcl", "-mp", refdir, "-o", out) == 0
+    direct = tmp_path / "direct"
+    assert predict("-i", query, "-r", "gsrcl", "-mp", refdir, "-o", direct, "--no-plot") == 0
+    a = pd.read_csv(out / "probabilities.csv", index_col=0)
+    b = pd.read_csv(direct / "probabilities.csv", index_col=0)
+    assert list(a.index) == list(b.index)
+    assert (a["Identified as"] == b["Identified as"]).all()
+    np.testing.assert_allclose(a.drop(columns="Identified as"), b.drop(columns="Identified as"), rtol=1e-6, atol=1e-9)
+    assert not (direct / "tsne.svg").exists()
+    ann = ad.read_h5ad(out / "annotated.h5ad")
+    assert ann.uns["gsrcl"]["source"]["verified_input"]
+    # GsRCL: conf_score is the max of the row-normalised probabilities, max_raw_score that of the raw scores
+    raw = ann.obsm["raw_scores"].to_numpy()
+    np.testing.assert_allclose(ann.obs["max_raw_score"], raw.max(axis=1), rtol=1e-6)
+    np.testing.assert_allclose(ann.obsm["probabilities"].to_numpy(), raw / raw.sum(axis=1, keepdims=True), rtol=1e-6)
+
+
+def test_existing_outputs_are_kept_without_overwrite(refdir, query, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "probabilities.csv").write_text("keep me\n")
+    (out / "tsne.svg").write_text("<svg/>")
+    before = snapshot(out)
+    assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out) == 146
+    assert snapshot(out) == before
+    # with --overwrite and no plot, the stale picture goes too
+    assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out, "--overwrite", "--no-plot") == 0
+    assert sorted(p.name for p in out.iterdir()) == ["annotated.h5ad", "legend.txt", "probabilities.csv"]
+
+
+def test_bad_reference_writes_nothing(refdir, query, tmp_path, capsys):
+    bad = tmp_path / "refs"
+    (bad / "afrcl").mkdir(parents=True)
+    for f in (Path(refdir) / "afrcl").iterdir():
+        (bad / "afrcl" / f.name).write_bytes(f.read_bytes())
+    npz = bad / "afrcl" / "arrays.npz"
+    npz.write_bytes(npz.read_bytes()[:-10] + b"0123456789")  # tampered
+    out = tmp_path / "out"
+    capsys.readouterr()
+    assert predict("-i", query, "-r", "afrcl", "-mp", bad, "-o", out) == 145
+    assert not out.exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checksum" in err[0]
+    assert predict("-i", query, "-r", "nosuch", "-mp", refdir, "-o", out) == 145
+    assert not out.exists()
+
+
+def test_unexpected_failure_is_exit_140_one_line_and_leaves_out_unchanged(refdir, query, tmp_path, capsys,
+                                                                           monkeypatch):
+    from gsrcl.methods.afrcl import AFRCL
+
+    def broken(self, X):
+        raise RuntimeError("simulated failure\nsecond line")
+
+    monkeypatch.setattr(AFRCL, "predict_scores", broken)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    before = snapshot(out)
+    capsys.readouterr()
+    assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out, "--block-size", 40) == 140
+    assert snapshot(out) == before  # no temporary file, no partial output
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "simulated failure" in err[0] and "Traceback" not in err[0]
+
+
+def test_five_cells_are_annotated_and_the_plot_is_replaced_by_a_note(refdir, tmp_path, tmp_path_factory):
+    path = query_file(tmp_path_factory, 5)
+    out = tmp_path / "out"
+    assert predict("-i", path, "-r", "gsrcl", "-mp", refdir, "-o", out) == 0
+    assert len(pd.read_csv(out / "probabilities.csv")) == 5
+    texts = ["".join(t.itertext()) for t in ET.parse(out / "tsne.svg").getroot().iter("{http://www.w3.org/2000/svg}text")]
+    assert any("t-SNE not drawn: 5 cells" in t for t in texts)
+    tsne = ad.read_h5ad(out / "annotated.h5ad").uns["gsrcl"]["tsne"]
+    assert not tsne["drawn"] and "5 cells" in tsne["note"]
+    assert sum(int(line.split("\t")[2]) for line in (out / "legend.txt").read_text().splitlines()) == 5
+
+
+def _with_extra_genes(query: Path, n_extra: int, dest: Path) -> Path:
+    q = ad.read_h5ad(query)[:30].copy()
+    extra = ad.AnnData(X=sp.csr_matrix((q.n_obs, n_extra), dtype=np.float32),
+                       obs=pd.DataFrame(index=q.obs_names), var=pd.DataFrame(index=[f"NOTAGENE{i}" for i in range(n_extra)]))
+    both = ad.concat([q, extra], axis=1, merge="first")
+    both.write_h5ad(dest)
+    return dest
+
+
+def test_gene_overlap_rule_just_over_half_works_half_fails_139(refdir, query, tmp_path):
+    q = ad.read_h5ad(query, backed="r")
+    from gsrcl.genes import match_genes
+    from gsrcl.reference import Reference
+
+    matched = match_genes(q.var, Reference.load(Path(refdir) / "afrcl").genes).n_query_matched
+    n = q.n_vars
+    q.file.close()
+    over = _with_extra_genes(query, 2 * matched - n - 1, tmp_path / "over.h5ad")  # matched / total just > 0.5
+    half = _with_extra_genes(query, 2 * matched - n, tmp_path / "half.h5ad")  # exactly 0.5
+    assert predict("-i", over, "-r", "afrcl", "-mp", refdir, "-o", tmp_path / "ok", "--no-plot") == 0
+    assert predict("-i", half, "-r", "afrcl", "-mp", refdir, "-o", tmp_path / "fail") == 139
+    assert not (tmp_path / "fail").exists()
+
+
+def test_missing_verified_file_without_input(refdir, tmp_path, capsys):
+    assert predict("-r", "afrcl", "-mp", refdir, "-o", tmp_path / "empty") == 141
+    assert "gsrcl verify" in capsys.readouterr().err

@@ -1,0 +1,178 @@
+"""PortableSVC reproduces scikit-learn's SVC; fit_svc's grid search; state round trip."""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+
+import anndata as ad
+import numpy as np
+import pytest
+import scipy.sparse as sp
+from sklearn.decomposition import TruncatedSVD
+from sklearn.metrics import matthews_corrcoef
+from sklearn.model_selection import train_test_split
+from sklearn.svm import SVC
+
+from gsrcl.errors import LabelsError
+from gsrcl.svm import PAPER_GRID, PortableSVC, fit_svc, quick_score
+from tests.conftest import dataset
+
+
+def _embedded(name, k=20):
+    """Truncated-SVD-k of the log counts of a real dataset (a stand-in for an encoder's output), labels."""
+    a = ad.read_h5ad(dataset(name))
+    X = a.X.copy()
+    X.data = np.log1p(X.data)
+    Z = TruncatedSVD(k, random_state=0).fit_transform(X).astype(np.float32)
+    return Z, a.obs["cell_type"].astype(str).to_numpy()
+
+
+@pytest.fixture(scope="module")
+def cellbench():
+    return _embedded("cellbench_celseq2_3cl.h5ad")
+
+
+@pytest.fixture(scope="module")
+def immune():
+    return _embedded("mouse_immune_actinn_1k.h5ad")
+
+
+def _sklearn_svc(Z, y, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # probability=True is deprecated in scikit-learn 1.9
+        return SVC(probability=True, random_state=0, decision_function_shape="ovo", **kw).fit(Z, y)
+
+
+@pytest.mark.parametrize("data, task, params", [
+    ("cellbench", "multi", {"C": 10}),
+    ("cellbench", "binary", {"C": 1, "gamma": 1e-3}),
+    ("immune", "multi", {"C": 100, "gamma": 1e-2}),
+    ("immune", "binary", {"C": 10}),
+])
+def test_matches_sklearn_on_real_data(request, data, task, params):
+    Z, y = request.getfixturevalue(data)
+    if task == "binary":
+        y = np.where(y == y[0], "this", "other")
+    tr, te = np.arange(len(y)) % 3 != 0, np.arange(len(y)) % 3 == 0
+    svc = _sklearn_svc(Z[tr], y[tr], **params)
+    model = PortableSVC.from_sklearn(svc)
+    model.block_size = 37  # several blocks
+    assert model.gamma == pytest.approx(svc._gamma) and list(model.classes_) == list(svc.classes_)
+    proba, ref = model.predict_proba(Z[te]), svc.predict_proba(Z[te])
+    np.testing.assert_allclose(proba, ref, rtol=0, atol=1e-8)
+    np.testing.assert_allclose(model.decision_function(Z[te]), svc.decision_function(Z[te]), rtol=1e-8, atol=1e-8)
+    np.testing.assert_array_equal(model.predict(Z[te]), svc.classes_[ref.argmax(axis=1)])
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    if task == "binary":
+        # scikit-learn's libsvm couples the two classes too: not the bare Platt sigmoid
+        dec = -model.decision_function(Z[te])
+        sigmoid = 1 / (1 + np.exp(dec * model.probA_[0] + model.probB_[0]))
+        assert np.abs(sigmoid - ref[:, 0]).max() > 1e-4
+
+
+def test_predict_without_probabilities_is_libsvm_vote(immune):
+    Z, y = immune
+    svc = SVC(C=1, random_state=0).fit(Z[::2], y[::2])
+    model = PortableSVC.from_sklearn(svc)
+    np.testing.assert_array_equal(model.predict(Z[1::2]), svc.predict(Z[1::2]))
+    with pytest.raises(ValueError, match="without probability"):
+        model.predict_proba(Z[:3])
+
+
+def test_state_round_trip_through_json_and_npz(tmp_path, cellbench):
+    Z, y = cellbench
+    model = PortableSVC.from_sklearn(_sklearn_svc(Z, y))
+    model.best_params_, model.cv_score_ = {"C": 1.0, "gamma": "scale"}, 0.9
+    config, arrays = model.state(prefix="svm.")
+    np.savez(tmp_path / "a.npz", **arrays)
+    with np.load(tmp_path / "a.npz", allow_pickle=False) as f:
+        back = PortableSVC.from_state(json.loads(json.dumps(config)), dict(f), prefix="svm.")
+    assert back.best_params_ == model.best_params_ and back.cv_score_ == 0.9
+    assert list(back.classes_) == list(model.classes_)
+    np.testing.assert_array_equal(back.predict_proba(Z), model.predict_proba(Z))
+    np.testing.assert_array_equal(back.decision_function(Z), model.decision_function(Z))
+
+
+def test_blocks_bound_memory_and_accept_sparse(monkeypatch, cellbench):
+    Z, y = cellbench
+    model = PortableSVC.from_sklearn(_sklearn_svc(Z, y))
+    ref = model.predict_proba(Z)
+    monkeypatch.setattr("gsrcl.svm._KERNEL_BUDGET", 3 * model.support_vectors_.shape[0])  # 3 rows a block
+    np.testing.assert_allclose(model.predict_proba(sp.csr_matrix(Z)), ref, rtol=0, atol=1e-12)
+    assert model.predict_proba(Z[:0]).shape == (0, 3) and model.decision_function(Z[:0]).shape == (0, 3)
+    with pytest.raises(ValueError, match="shape"):
+        model.predict_proba(Z[:, :5])
+
+
+@pytest.mark.parametrize("break_it", [
+    lambda c, a: a.update(dual_coef=a["dual_coef"][:, 1:]),
+    lambda c, a: a.update(dual_coef=a["dual_coef"][:1]),
+    lambda c, a: a.update(intercept=a["intercept"][:2]),
+    lambda c, a: a.update(prob_a=a["prob_a"][:1]),
+    lambda c, a: a.update(support_vectors=a["support_vectors"][:, :5]),
+    lambda c, a: a.update(support_vectors=a["support_vectors"][:-1]),
+    lambda c, a: a.update(support_vectors=np.full_like(a["support_vectors"], np.nan)),
+    lambda c, a: c.update(n_support=[*c["n_support"][:-1], c["n_support"][-1] + 1]),
+    lambda c, a: c.update(n_support=c["n_support"][:-1]),
+    lambda c, a: c.update(classes=c["classes"][:2]),
+    lambda c, a: c.update(classes=c["classes"][::-1]),
+    lambda c, a: c.update(gamma=-1.0),
+    lambda c, a: c.update(kind="something else"),
+    lambda c, a: a.pop("intercept"),
+])
+def test_from_state_rejects_inconsistent_state(cellbench, break_it):
+    Z, y = cellbench
+    config, arrays = PortableSVC.from_sklearn(_sklearn_svc(Z, y)).state()
+    arrays = dict(arrays)
+    break_it(config, arrays)
+    with pytest.raises(ValueError, match="SVM state"):
+        PortableSVC.from_state(config, arrays)
+
+
+def test_fit_svc_selects_from_the_grid_and_generalises(cellbench):
+    Z, y = cellbench
+    tr, te = train_test_split(np.arange(len(y)), train_size=0.7, stratify=y, random_state=0)
+    model = fit_svc(Z[tr], y[tr], seed=0)
+    assert model.best_params_["C"] in PAPER_GRID["C"] and model.best_params_["gamma"] in PAPER_GRID["gamma"]
+    assert model.cv_score_ > 0.8
+    assert matthews_corrcoef(y[te], model.predict(Z[te])) > 0.8  # chance is 0
+    # useless settings (kernel ~1 everywhere, or ~0 off the diagonal: one class predicted) listed before a
+    # good one: the good one is picked
+    bad_and_good = fit_svc(Z[tr], y[tr], grid={"C": [1], "gamma": [1e-12, 10.0, "scale"]}, scoring="f1_macro")
+    assert bad_and_good.best_params_ == {"C": 1.0, "gamma": "scale"} and bad_and_good.cv_score_ > 0.8
+    # the same seed gives the same model
+    again = fit_svc(Z[tr], y[tr], seed=0)
+    assert again.best_params_ == model.best_params_
+    np.testing.assert_array_equal(again.predict_proba(Z[te]), model.predict_proba(Z[te]))
+
+
+def test_tiny_classes(cellbench, caplog):
+    Z, y = cellbench
+    rng = np.random.default_rng(0)
+    keep = np.concatenate([np.flatnonzero(y == "H1975")[:30], np.flatnonzero(y == "H2228")[:30],
+                           np.flatnonzero(y == "HCC827")[:3]])
+    model = fit_svc(Z[keep], y[keep], seed=1)  # 3-fold CV instead of 5
+    assert np.isfinite(model.cv_score_) and model.predict_proba(Z).shape == (len(y), 3)
+    one = np.concatenate([keep[:-3], keep[-1:]])
+    with caplog.at_level(logging.WARNING, logger="gsrcl.svm"):
+        model = fit_svc(Z[one], y[one], seed=1)
+    assert "single cell" in caplog.text
+    assert model.best_params_ == {"C": 1.0, "gamma": "scale"} and np.isnan(model.cv_score_)
+    p = model.predict_proba(Z[rng.choice(len(y), 20)])
+    assert p.shape == (20, 3) and np.allclose(p.sum(axis=1), 1)
+    with pytest.raises(LabelsError, match="at least 2"):
+        fit_svc(Z[:10], np.array(["a"] * 10))
+    with pytest.raises(ValueError, match="scoring"):
+        fit_svc(Z[keep], y[keep], scoring="auc")
+
+
+def test_quick_score_orders_good_and_poor_representations(immune):
+    Z, y = immune
+    tr, va = train_test_split(np.arange(len(y)), train_size=0.8, stratify=y, random_state=0)
+    noisy = Z + np.random.default_rng(0).normal(0, 3 * Z.std(), Z.shape)
+    good = quick_score(Z[tr], y[tr], Z[va], y[va])
+    assert good > 0.8
+    assert quick_score(noisy[tr], y[tr], noisy[va], y[va]) < good - 0.2
+    assert 0.0 <= quick_score(Z[tr], y[tr], Z[va], y[va], scoring="accuracy") <= 1.0
