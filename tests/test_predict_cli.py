@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from gsrcl.annotate import OUTPUTS, UNASSIGNED, annotate
+from gsrcl.annotate import OUTPUTS, UNASSIGNED, annotate, probabilities
 from gsrcl.cli import main
 from gsrcl.plot import palette
 from tests.conftest import dataset
@@ -110,8 +110,9 @@ def test_predict_writes_the_four_outputs_consistently(refdir, query, tmp_path):
     assert (a.obs["predicted_labels"].astype(str).to_numpy() == labels).all()
     assert list(a.obs["predicted_labels"].cat.categories) == [*types, UNASSIGNED]
     np.testing.assert_allclose(a.obs["conf_score"], top, rtol=1e-6)
-    assert list(a.obsm["probabilities"].columns) == types
-    np.testing.assert_allclose(a.obsm["probabilities"].to_numpy(), P, rtol=1e-7)
+    assert list(a.uns["gsrcl"]["cell_types"]) == types
+    np.testing.assert_allclose(probabilities(a).to_numpy(), P, rtol=1e-7)
+    assert list(probabilities(a).columns) == types
     assert "max_raw_score" not in a.obs  # AF-RCL has no un-normalised scores
     rec = a.uns["gsrcl"]
     assert rec["method"] == "afrcl" and rec["reference"]["name"] == "afrcl"
@@ -124,7 +125,7 @@ def test_predict_writes_the_four_outputs_consistently(refdir, query, tmp_path):
 
     # blockwise from disk (blocks of 50 cells) == in memory in one block, through the Python API
     mem = annotate(q, Path(refdir) / "afrcl", quiet=True)
-    np.testing.assert_allclose(mem.obsm["probabilities"].to_numpy(), P, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mem.obsm["probabilities"], P, rtol=1e-6, atol=1e-9)
     assert (mem.obs["predicted_labels"].astype(str).to_numpy() == labels).all()
 
 
@@ -143,9 +144,9 @@ def test_two_step_verify_then_predict_matches_predicting_the_raw_file(refdir, qu
     ann = ad.read_h5ad(out / "annotated.h5ad")
     assert ann.uns["gsrcl"]["source"]["verified_input"]
     # GsRCL: conf_score is the max of the row-normalised probabilities, max_raw_score that of the raw scores
-    raw = ann.obsm["raw_scores"].to_numpy()
+    raw = ann.obsm["raw_scores"]
     np.testing.assert_allclose(ann.obs["max_raw_score"], raw.max(axis=1), rtol=1e-6)
-    np.testing.assert_allclose(ann.obsm["probabilities"].to_numpy(), raw / raw.sum(axis=1, keepdims=True), rtol=1e-6)
+    np.testing.assert_allclose(ann.obsm["probabilities"], raw / raw.sum(axis=1, keepdims=True), rtol=1e-6)
 
 
 def test_existing_outputs_are_kept_without_overwrite(refdir, query, tmp_path):

@@ -59,6 +59,7 @@ __all__ = [
     "normalise_rows",
     "predict_files",
     "predict_source",
+    "probabilities",
 ]
 
 
@@ -422,9 +423,11 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
     obs["conf_score"] = pred.conf.astype(np.float32)
     if pred.scores is not None:
         obs["max_raw_score"] = pred.max_raw.astype(np.float32)
-    obsm = {"probabilities": pd.DataFrame(pred.proba, index=pred.obs_names, columns=types)}
+    # plain arrays, columns in uns['gsrcl']['cell_types'] order: as DataFrame columns, type names holding '/'
+    # (e.g. "CD4+/CD25 T Reg") would become nested HDF5 groups; ``probabilities(adata)`` gives the DataFrame
+    obsm = {"probabilities": np.ascontiguousarray(pred.proba)}
     if pred.scores is not None:
-        obsm["raw_scores"] = pd.DataFrame(pred.scores, index=pred.obs_names, columns=types)
+        obsm["raw_scores"] = np.ascontiguousarray(pred.scores)
     colours = palette(types)
     counts = obs["predicted_labels"].value_counts()
     record = {
@@ -435,14 +438,17 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
         "values": pred.info["values"],
         "cutoff": pred.info["cutoff"],
         "cell_types": types,
-        "counts": {c: int(counts.get(c, 0)) for c in categories},
+        # two lists, not a dict: cell-type names may hold '/', which HDF5 keys cannot
+        "labels": categories,
+        "label_counts": [int(counts.get(c, 0)) for c in categories],
         "columns": {
             "predicted_labels": "argmax cell type, or Unassigned when the cut-off probability is <= p",
             "conf_score": "the highest reported probability (GsRCL: after dividing by the row sum)",
             **({"max_raw_score": "GsRCL: the highest un-normalised one-vs-rest probability; low for a cell that "
                                  "no cell-type task claims, however high conf_score is"} if pred.scores is not None else {}),
-            "obsm.probabilities": "reported probabilities, one column per reference cell type",
-            **({"obsm.raw_scores": "GsRCL: un-normalised one-vs-rest probabilities"} if pred.scores is not None else {}),
+            "obsm.probabilities": "reported probabilities (n x K array), columns = uns['gsrcl']['cell_types']",
+            **({"obsm.raw_scores": "GsRCL: un-normalised one-vs-rest probabilities (n x K array), columns = "
+                                   "uns['gsrcl']['cell_types']"} if pred.scores is not None else {}),
         },
         "tsne": tsne or {"drawn": False, "note": "not requested"},
         "source": source or {},
@@ -485,9 +491,10 @@ def annotate(
 
     The copy gains ``obs['predicted_labels']`` (categorical: the reference types then ``Unassigned``),
     ``obs['conf_score']`` (the highest reported probability), for GsRCL ``obs['max_raw_score']`` (the highest
-    un-normalised one-vs-rest probability) and ``obsm['raw_scores']``, ``obsm['probabilities']`` (a DataFrame with
-    one column per reference type), ``uns['predicted_labels_colors']`` (the plot colours, scanpy's convention)
-    and ``uns['gsrcl']`` (parameters, versions, reference summary, gene-match numbers, value kind).
+    un-normalised one-vs-rest probability) and ``obsm['raw_scores']``, ``obsm['probabilities']`` (n x K arrays,
+    columns = ``uns['gsrcl']['cell_types']``; ``gsrcl.annotate.probabilities(adata)`` gives a DataFrame),
+    ``uns['predicted_labels_colors']`` (the plot colours, scanpy's convention) and ``uns['gsrcl']``
+    (parameters, versions, reference summary, gene-match numbers, value kind).
     ``plot=True`` adds the t-SNE of the encoder embedding as ``obsm['X_tsne']`` (NaN for cells outside the
     seeded subset of at most ``tsne_cells``); a path also writes the SVG there.
     """
@@ -510,7 +517,7 @@ def annotate(
     out = adata.copy()
     out.obs = _merge_obs(out.obs, obs.set_axis(out.obs_names))
     for k, v in obsm.items():
-        out.obsm[k] = v.set_axis(out.obs_names)
+        out.obsm[k] = v
     out.uns.update(uns)
     if coords is not None:
         full = np.full((out.n_obs, 2), np.nan)
@@ -521,6 +528,12 @@ def annotate(
         plot_tsne(coords, pred.labels[pred.sample], colours, plot, note=(tsne or {}).get("note"))
     assert isinstance(out, ad.AnnData)
     return out
+
+
+def probabilities(adata, key: str = "probabilities") -> pd.DataFrame:
+    """``adata.obsm[key]`` of an annotated query as a DataFrame: cells x reference cell types."""
+    return pd.DataFrame(np.asarray(adata.obsm[key]), index=adata.obs_names,
+                        columns=list(map(str, adata.uns[UNS_KEY]["cell_types"])))
 
 
 # --- files -----------------------------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 Protocol (Abdelaal et al. 2019, Genome Biol 20:194, and their ``evaluate.R``):
 
 - every method is trained on the reference's genes; the query is aligned to them (``gsrcl.genes``, genes the
-  query lacks are zero columns);
+  query lacks are zero columns; CellTypist instead leaves them out of its decision, as its own ``annotate``);
 - ``macro_f1`` and ``accuracy`` are over the query cells whose type the reference has ("known" cells); an
   ``Unassigned`` known cell counts as wrong; cells of types the reference lacks ("unseen") are left out of them;
 - ``median_f1`` / ``pct_unassigned`` as Abdelaal et al.: per-class F1 on the confusion table of the known cells
@@ -421,17 +421,20 @@ class SVMRejection(LinearSVM):
 
 class CellTypistLR:
     """CellTypist's model (``celltypist.train`` defaults, ``annotate(mode='best match')``) rebuilt with
-    scikit-learn: log1p CP10k; genes never expressed in the reference dropped; per-gene z-scores
-    (``StandardScaler``, mean-centred) clipped above at 10; one-vs-rest ``LogisticRegression(C=1, lbfgs,
-    max_iter=1000)``; label = highest decision value; confidence = its logistic probability. Best match never
-    rejects. The celltypist 1.7.1 package installs but cannot train with scikit-learn >= 1.8 (it passes
+    scikit-learn: log1p CP10k (each file normalised over its own genes, as CellTypist requires); genes never
+    expressed in the reference dropped; per-gene z-scores (``StandardScaler``, mean-centred) clipped above at 10;
+    one-vs-rest ``LogisticRegression(C=1, lbfgs, max_iter=1000)``; label = highest decision value; confidence =
+    its logistic probability. Reference genes the query lacks are left out of the decision (z-score 0), which is
+    what ``celltypist.annotate`` does (it keeps only the model's features found in the query), rather than being
+    zero-filled before scaling. Best match never rejects. The celltypist 1.7.1 package installs but cannot train with scikit-learn >= 1.8 (it passes
     ``multi_class='ovr'``, which LogisticRegression no longer takes), hence the rebuild."""
 
     name = "celltypist"
     modules = ("sklearn.linear_model", "sklearn.multiclass", "sklearn.preprocessing", "gsrcl.genes", "gsrcl.values")
     implementation = ("CellTypist 1.7.1's model rebuilt with scikit-learn (the package cannot train under "
                       "scikit-learn >= 1.8): z-scored log1p CP10k (clip 10), one-vs-rest LogisticRegression "
-                      "(C=1, lbfgs, max_iter=1000), best match, no rejection")
+                      "(C=1, lbfgs, max_iter=1000), best match, no rejection; reference genes absent from the "
+                      "query are left out of the decision, as celltypist.annotate does")
 
     def __init__(self, seed: int = DEFAULT_SEED, max_iter: int = 1000):
         self.seed = seed
@@ -453,9 +456,12 @@ class CellTypistLR:
         return self
 
     def predict(self, adata) -> Prediction:
-        X = align_to(log1p_cp10k(adata), adata.var, self.genes_)
-        Z = self.scaler_.transform(X.toarray())
+        from .genes import align, match_genes
+
+        match = match_genes(adata.var, self.genes_)
+        Z = self.scaler_.transform(align(log1p_cp10k(adata), match).toarray())
         np.minimum(Z, 10, out=Z)
+        Z[:, match.ref_to_query < 0] = 0  # genes the query lacks drop out of the decision, as celltypist.annotate
         labels, top = _top(self.model_.decision_function(Z), self.model_.classes_)
         return Prediction(labels, 1.0 / (1.0 + np.exp(-top)))
 
@@ -908,7 +914,8 @@ def markdown(results: dict[str, Any]) -> str:
               "- Timings are wall-clock seconds of one process on a machine shared with other work; compare them "
               "within a run, not across machines.",
               "- Protocol: Abdelaal et al. 2019 (Genome Biol 20:194). Every method is trained on the reference's "
-              "genes and the query is aligned to them (absent genes are zero). Cross-validation scores pool the "
+              "genes and the query is aligned to them (absent genes are zero; celltypist leaves them out of its "
+              "decision, as celltypist.annotate does). Cross-validation scores pool the "
               "folds' predictions.", ""]
     return "\n".join(lines)
 

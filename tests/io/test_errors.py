@@ -11,6 +11,7 @@ import scipy.sparse as sp
 
 from gsrcl import errors as E
 from gsrcl.io import format_tree, open_query, read_query
+from tests.conftest import dataset
 from tests.io import writers
 
 
@@ -203,3 +204,72 @@ def test_layer_and_raw_that_are_absent(tmp_path, pbmc):
     assert "raw" in raises(E.MatrixKeyError, tmp_path / "q.h5ad", use_raw=True).message
     table = writers.write_table(tmp_path / "q.csv", pbmc[:5, :10].copy())
     raises(E.MatrixKeyError, table, layer="counts")
+
+
+def test_h5ad_with_numbered_genes(tmp_path, pbmc):
+    ad.AnnData(pbmc.X[:, :30]).write_h5ad(tmp_path / "q.h5ad")  # anndata names them '0', '1', ...
+    assert "gene names are all numbers" in raises(E.NamesError, tmp_path / "q.h5ad").message
+
+
+def test_duplicate_genes_in_hdf5_come_with_the_tree(tmp_path, cellbench):
+    names = list(cellbench.var_names)
+    names[1] = names[0]
+    path = writers.write_10x_v3(tmp_path / "q.h5", cellbench, names=names)
+    exc = raises(E.DuplicateGenesError, path)
+    assert exc.detail == format_tree(path) and "features/" in exc.detail
+
+
+@pytest.mark.parametrize("rows,cols,fires", [
+    ("pbmc_genes", "pbmc_cells", True),  # symbols x 10x barcodes
+    ("ids", "cells_numbered", True),  # Ensembl ids as rows
+    ("pbmc_cells", "pbmc_genes", False),
+    ("cellbench_cells", "pbmc_genes", False),  # 'A1', 'A10' wells look like symbols: no call either way
+    ("pbmc_genes", "cellbench_cells", False),
+    ("psipred_cells", "psipred_genes", False),
+    ("mouse_cells", "mouse_genes", False),
+])
+def test_orientation_heuristic_is_conservative(pbmc, cellbench, rows, cols, fires):
+    from gsrcl.io.names import looks_transposed
+
+    mouse = ad.read_h5ad(dataset("mouse_immune_actinn_1k.h5ad"), backed="r")
+    names = {
+        "pbmc_genes": list(pbmc.var_names), "pbmc_cells": list(pbmc.obs_names),
+        "ids": list(cellbench.var["gene_ids"]), "cells_numbered": [f"cell_{i}" for i in range(300)],
+        "cellbench_cells": list(cellbench.obs_names),
+        "psipred_cells": [f"BarCode{i}" for i in range(1, 901)], "psipred_genes": [f"GeneId{i}" for i in range(1, 301)],
+        "mouse_cells": list(mouse.obs_names), "mouse_genes": list(mouse.var_names),
+    }
+    assert (looks_transposed(names[rows], names[cols]) is not None) == fires
+
+
+def test_damaged_chunk_found_while_reading_values(tmp_path, cellbench):
+    path = writers.write_10x_v3(tmp_path / "q.h5", cellbench)
+    with h5py.File(path) as f:
+        info = f["matrix/data"].id.get_chunk_info(0)
+    raw = bytearray(path.read_bytes())
+    middle = info.byte_offset + info.size // 2
+    raw[middle:middle + 256] = bytes(256)
+    path.write_bytes(bytes(raw))
+    src = open_query(path)  # names and indptr are intact
+    with pytest.raises(E.CorruptFileError) as err:
+        src.to_memory()
+    assert "truncated or corrupt" in err.value.message
+    with pytest.raises(E.CorruptFileError):
+        list(src.iter_blocks(50))
+
+
+def test_csv_row_without_a_name(tmp_path):
+    path = tmp_path / "q.csv"
+    path.write_text(",GeneA,GeneB\ncell1,1,2\n,4,5\n")
+    assert "line 3 has no name" in raises(E.NamesError, path).message
+
+
+def test_index_beyond_the_shape_is_corruption(tmp_path, cellbench):
+    path = writers.write_10x_v3(tmp_path / "q.h5", cellbench)
+    with h5py.File(path, "a") as f:
+        f["matrix/indices"][3] = cellbench.n_vars + 5
+    src = open_query(path)
+    with pytest.raises(E.CorruptFileError, match="outside"):
+        src.to_memory()
+    with pytest.raises(E.CorruptFileError, match="outside"):
+        list(src.iter_blocks(10))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import anndata as ad
 import h5py
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.sparse as sp
 
@@ -20,6 +22,7 @@ def test_h5ad_x_layouts(tmp_path, pbmc, layout):
     adata.write_h5ad(tmp_path / "q.h5ad")
     got = read_query(tmp_path / "q.h5ad")
     assert_same(got, pbmc)
+    assert list(got.obs["cell_type"]) == list(pbmc.obs["cell_type"])  # the cell table comes along (labels)
     assert open_query(tmp_path / "q.h5ad").format == "h5ad"
 
 
@@ -117,7 +120,9 @@ def test_sczidesk(tmp_path, pbmc, dense):
     path = writers.write_sczidesk(tmp_path / "q.h5", pbmc, dense=dense)
     src = open_query(path)
     assert src.format == "sczidesk-h5"
-    assert_same(src.to_memory(), pbmc)
+    got = src.to_memory()
+    assert_same(got, pbmc)
+    assert list(got.obs["cell_type1"]) == list(pbmc.obs["cell_type"].astype(str))
 
 
 def test_loom_and_layer(tmp_path, cellbench):
@@ -126,7 +131,9 @@ def test_loom_and_layer(tmp_path, cellbench):
     src = open_query(path)
     assert src.format == "loom"
     assert list(src.var["gene_ids"]) == list(cellbench.var["gene_ids"])
-    assert_same(src.to_memory(), cellbench)
+    got = src.to_memory()
+    assert_same(got, cellbench)
+    assert list(got.obs.columns) == ["cell_type"] and list(got.obs["cell_type"]) == list(cellbench.obs["cell_type"])
     layer = read_query(path, layer="spliced")
     assert np.array_equal(layer.X.toarray(), doubled)
 
@@ -187,3 +194,44 @@ def test_table_genes_by_cells_with_transpose(tmp_path, pbmc):
     small = pbmc[:40, :400].copy()
     path = writers.write_table(tmp_path / "q.csv.gz", small, transpose=True)
     assert_same(read_query(path, transpose=True), small)
+
+
+def test_h5ad_genes_by_cells_with_transpose(tmp_path, pbmc):
+    """An h5ad holding genes as obs: -t reads it; its CSC X then has the cells as compressed axis."""
+    flipped = ad.AnnData(sp.csc_matrix(pbmc.X.T), obs=pd.DataFrame(index=pbmc.var_names),
+                         var=pd.DataFrame(index=pbmc.obs_names))
+    flipped.write_h5ad(tmp_path / "q.h5ad")
+    src = open_query(tmp_path / "q.h5ad", transpose=True)
+    assert_same(src.to_memory(), pbmc)
+    blocks = sp.vstack([b for _, b in src.iter_blocks(33)]).tocsr()
+    assert (blocks != pbmc.X).nnz == 0
+
+
+def test_table_header_without_corner_and_quotes(tmp_path):
+    path = tmp_path / "r.csv"
+    path.write_text('"GeneA","Gene B"\n"c1",1,2\n"c2",3,0\n')  # R write.table: no corner field
+    got = read_query(path)
+    assert list(got.var_names) == ["GeneA", "Gene B"] and list(got.obs_names) == ["c1", "c2"]
+    assert np.array_equal(got.X.toarray(), [[1, 2], [3, 0]])
+
+
+def test_held_matrix_is_not_changed_through_the_anndata(tmp_path, pbmc):
+    small = pbmc[:10, :50].copy()
+    src = open_query(writers.write_table(tmp_path / "q.csv", small))
+    first = src.to_memory()
+    first.X.data[:] = -1
+    assert_same(src.to_memory(), small)
+
+
+def test_10x_v2_with_two_genomes_needs_a_choice(tmp_path, cellbench):
+    from gsrcl.errors import LayoutError
+
+    path = writers.write_10x_v2(tmp_path / "q.h5", cellbench, genome="hg19")
+    half = cellbench[:, : cellbench.n_vars // 2].copy()
+    writers.write_10x_v2(tmp_path / "half.h5", half, genome="mm10")
+    with h5py.File(path, "a") as f, h5py.File(tmp_path / "half.h5") as g:
+        g.copy("mm10", f)
+    with pytest.raises(LayoutError, match="-mat GENOME"):
+        read_query(path)
+    assert_same(read_query(path, mat=["mm10"]), half)
+    assert_same(read_query(path, mat=["hg19"]), cellbench)

@@ -96,7 +96,9 @@ def write_loom(path: Path, adata, *, layer: np.ndarray | None = None) -> Path:
         rows = f.create_group("row_attrs")
         rows.create_dataset("Gene", data=_strings(adata.var_names), dtype=STR)
         rows.create_dataset("Accession", data=_strings(adata.var["gene_ids"]), dtype=STR)
-        f.create_group("col_attrs").create_dataset("CellID", data=_strings(adata.obs_names), dtype=STR)
+        cols = f.create_group("col_attrs")
+        cols.create_dataset("CellID", data=_strings(adata.obs_names), dtype=STR)
+        cols.create_dataset("cell_type", data=_strings(adata.obs["cell_type"]), dtype=STR)
         if layer is not None:
             f.create_group("layers").create_dataset("spliced", data=layer.T)
         f.attrs["LOOM_SPEC_VERSION"] = "3.0.0"

@@ -7,12 +7,14 @@ checks shared by all formats.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import anndata as ad
 import h5py
 import numpy as np
+import pandas as pd
 
 from ..errors import (BarcodeKeyError, BarcodesError, CorruptFileError, EmptyFileError, GeneKeyError, GeneNamesError, LayoutError,
                       MatrixError, MatrixKeyError, NamesError, ShapeMismatchError, ValuesError)
@@ -48,6 +50,7 @@ class Parsed:
     gene_ids: np.ndarray | None = None
     gene_symbols: np.ndarray | None = None
     gene_keep: np.ndarray | None = None  # gene positions to keep (10x: Gene Expression only)
+    cell_columns: Callable[[h5py.File], pd.DataFrame] | None = None  # the file's per-cell table, if any
 
 
 class Context:
@@ -254,6 +257,23 @@ def _override_columns(columns: dict, old_index: np.ndarray, new_index: np.ndarra
     columns.setdefault(key, old_index)
 
 
+def _vectors(group, n: int, skip: str | None) -> pd.DataFrame:
+    """1-D datasets of length ``n`` in ``group`` as a table (strings decoded)."""
+    columns = {}
+    for key, node in group.items():
+        if key == skip or not isinstance(node, h5py.Dataset) or node.shape != (n,):
+            continue
+        if h5py.check_string_dtype(node.dtype) is not None:
+            columns[key] = np.asarray(node.asstr(errors="replace")[()], dtype=object)
+        elif node.dtype.kind in "iufb":
+            columns[key] = node[()]
+    return pd.DataFrame(columns)
+
+
+def _h5ad_obs(f: h5py.File) -> pd.DataFrame:
+    return ad.io.read_elem(f["obs"])
+
+
 # --- layouts -------------------------------------------------------------------------------------------------
 
 def is_h5ad(f: h5py.File) -> bool:
@@ -297,7 +317,8 @@ def parse_h5ad(ctx: Context, obs, var, layer, use_raw) -> Parsed:
     check_shape(ctx, m, obs_names, var_names, obs_from, var_from)
     ids_note = "; or use the ids: -var var gene_ids" if "gene_ids" in columns and var is None else ""
     return Parsed("h5ad", m, obs_names, var_names, 0, {"matrix": xkey, "obs": obs_from, "var": var_from},
-                  f"make them unique (anndata var_names_make_unique){ids_note}", gene_columns=columns)
+                  f"make them unique (anndata var_names_make_unique){ids_note}", gene_columns=columns,
+                  cell_columns=_h5ad_obs if obs is None else None)
 
 
 def tenx_group(node) -> str | None:
@@ -385,8 +406,9 @@ def parse_loom(ctx: Context, obs, var, layer) -> Parsed:
     check_shape(ctx, m, genes, cells, var_from, obs_from)
     columns = _columns(ctx, f["row_attrs"], None)
     hint = "use the ids: -var row_attrs Accession" if "Accession" in columns else "make the gene names unique"
+    skip = obs_from.split("/", 1)[1] if obs_from.startswith("col_attrs/") else None
     return Parsed("loom", m, genes, cells, 1, {"matrix": key, "obs": obs_from, "var": var_from}, hint,
-                  gene_columns=columns)
+                  gene_columns=columns, cell_columns=lambda f: _vectors(f["col_attrs"], len(cells), skip))
 
 
 def is_sczidesk(f: h5py.File) -> bool:
@@ -422,9 +444,14 @@ def parse_generic(ctx: Context, mat, obs, var, *, fmt: str = "hdf5", layout_erro
         raise exc
     m = orient(ctx, m, len(obs_names), len(var_names))
     check_shape(ctx, m, obs_names, var_names, obs_from, var_from)
-    columns = _columns(ctx, f.get("var"), None) if fmt == "sczidesk-h5" else {}
+    columns, cell_columns = {}, None
+    if fmt == "sczidesk-h5":
+        columns = _columns(ctx, f.get("var"), None)
+        if isinstance(f.get("obs"), h5py.Group):
+            cell_columns = lambda f: _vectors(f["obs"], len(obs_names), None)  # noqa: E731
     return Parsed(fmt, m, obs_names, var_names, 0, {"matrix": m.key, "obs": obs_from, "var": var_from},
-                  "point -var at unique gene names (ids, for example)", gene_columns=columns)
+                  "point -var at unique gene names (ids, for example)", gene_columns=columns,
+                  cell_columns=cell_columns)
 
 
 def layout_failure(ctx: Context) -> LayoutError:

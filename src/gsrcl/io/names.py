@@ -72,7 +72,8 @@ def check_names(path, obs: pd.Index, var: pd.Index, *, transposed: bool, duplica
     for what, names in (("cell barcodes", obs), ("gene names", var)):
         empty = np.flatnonzero(np.asarray([str(x).strip() == "" for x in names]))
         if len(empty):
-            raise NamesError(f"{path}: {len(empty)} {what} are empty (first at position {empty[0]}): every name must be set")
+            raise NamesError(f"{path}: {len(empty)} of the {what} are empty (the first at position {empty[0]}):"
+                             " every cell and gene needs a name")
     if all_numeric(var):
         raise NamesError(
             f"{path}: the gene names are all numbers ({_examples(var, 3)}): the genes must be named by symbols or ids"

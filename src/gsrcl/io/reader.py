@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import CorruptFileError, GsrclError, LayoutError, MatrixKeyError, NamesError
+from ..errors import CorruptFileError, DuplicateGenesError, LayoutError, MatrixKeyError, NamesError
 from . import hdf5, text
 from .names import check_names, tidy_var
 from .sniff import open_h5, sniff
@@ -41,7 +41,7 @@ def open_query(path: str | os.PathLike, *, transpose: bool = False, mat=None, ob
         if not isinstance(parsed, str):
             try:
                 return _finish_h5(path, parsed, bool(transpose))
-            except GsrclError as exc:  # names chosen by key: the tree shows the other choices
+            except (NamesError, DuplicateGenesError) as exc:  # names chosen by key: the tree shows the others
                 if exc.detail is None:
                     exc.detail = ctx.tree
                 raise
@@ -55,11 +55,12 @@ def read_query(path: str | os.PathLike, **kw) -> ad.AnnData:
 
 
 def _finish(path: Path, fmt: str, obs, genes, backend: Backend, *, transposed: bool, dup_hint: str, origin: dict,
-            columns: dict | None = None, ids=None, symbols=None) -> QuerySource:
+            columns: dict | None = None, ids=None, symbols=None, obs_loader=None) -> QuerySource:
     obs_names = pd.Index(np.asarray(obs, dtype=object), dtype=object)
     var = tidy_var(genes, columns, ids=ids, symbols=symbols)
     check_names(path, obs_names, var.index, transposed=transposed, duplicate_hint=dup_hint)
-    source = QuerySource(path, fmt, obs_names, var, backend, origin={**origin, "transposed": transposed})
+    source = QuerySource(path, fmt, obs_names, var, backend, origin={**origin, "transposed": transposed},
+                         obs_loader=obs_loader)
     log.debug("opened %r", source)
     return source
 
@@ -76,8 +77,13 @@ def _finish_h5(path: Path, p: hdf5.Parsed, transpose: bool) -> QuerySource:
             ids = ids[keep] if ids is not None else None
             symbols = symbols[keep] if symbols is not None else None
     backend = _backend(path, p.matrix, cell_axis, keep, len(cells), len(genes))
+    obs_loader = None
+    if not transpose and p.cell_columns is not None:
+        def obs_loader(read=p.cell_columns):
+            with open_h5(path) as f:
+                return read(f)
     return _finish(path, p.fmt, cells, genes, backend, transposed=transpose, dup_hint=p.dup_hint, origin=p.origin,
-                   columns=columns, ids=ids, symbols=symbols)
+                   columns=columns, ids=ids, symbols=symbols, obs_loader=obs_loader)
 
 
 def _backend(path: Path, m: hdf5.Matrix, cell_axis: int, keep, n_cells: int, n_genes: int) -> Backend:

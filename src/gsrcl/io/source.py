@@ -65,8 +65,12 @@ class InMemory(Backend):
 
     def release(self) -> sp.csr_matrix:
         X, self._held = self._held, None
-        self.loader = lambda: (_ for _ in ()).throw(RuntimeError("this QuerySource was consumed by read_query"))
+        self.loader = self._consumed
         return X
+
+    @staticmethod
+    def _consumed():
+        raise RuntimeError("this QuerySource handed its matrix to read_query and holds no values any more")
 
     def whole(self, copy: bool = True) -> sp.csr_matrix:
         if self._held is not None:
@@ -90,16 +94,24 @@ class CSRRowsOnDisk(Backend):
         n_genes = n_cols if keep is None else len(keep)
         self.shape = (len(indptr) - 1, n_genes)
 
+    def _check_indices(self, indices: np.ndarray) -> None:
+        # scipy does not bound-check indices when building a matrix; a damaged file must not get that far
+        if len(indices) and (indices.min() < 0 or indices.max() >= self.n_cols):
+            raise CorruptFileError(f"{self.path}: a column index in '{self.group}/indices' lies outside"
+                                   f" 0..{self.n_cols - 1}: the file is corrupt")
+
     def _rows(self, g: h5py.Group, start: int, stop: int) -> sp.csr_matrix:
         ptr = self.indptr[start:stop + 1]
         lo, hi = int(ptr[0]), int(ptr[-1])
-        data = g["data"][lo:hi].astype(np.float32, copy=False)
-        indices = g["indices"][lo:hi]
-        if len(indices) and (indices.min() < 0 or indices.max() >= self.n_cols):
-            raise CorruptFileError(
-                f"{self.path}: a column index in '{self.group}/indices' lies outside 0..{self.n_cols - 1}: the file is corrupt"
-            )
-        block = sp.csr_matrix((data, indices, ptr - lo), shape=(stop - start, self.n_cols))
+        itype = _index_dtype(hi - lo, self.n_cols)
+        # HDF5 converts to the destination dtype while reading: no second copy in the file's dtypes
+        data = np.empty(hi - lo, dtype=np.float32)
+        indices = np.empty(hi - lo, dtype=itype)
+        if hi > lo:
+            g["data"].read_direct(data, np.s_[lo:hi])
+            g["indices"].read_direct(indices, np.s_[lo:hi])
+        self._check_indices(indices)
+        block = sp.csr_matrix((data, indices, (ptr - lo).astype(itype)), shape=(stop - start, self.n_cols), copy=False)
         return block if self.keep is None else block[:, self.keep]
 
     def blocks(self, block_size):
@@ -125,11 +137,7 @@ class CSRRowsOnDisk(Backend):
                 hi = min(lo + step, nnz)
                 g["data"].read_direct(data, np.s_[lo:hi], np.s_[lo:hi])
                 g["indices"].read_direct(indices, np.s_[lo:hi], np.s_[lo:hi])
-                part = indices[lo:hi]
-                if hi > lo and (part.min() < 0 or part.max() >= self.n_cols):
-                    raise CorruptFileError(
-                        f"{self.path}: a column index in '{self.group}/indices' lies outside 0..{self.n_cols - 1}: the file is corrupt"
-                    )
+                self._check_indices(indices[lo:hi])
         indptr = self.indptr.astype(itype, copy=False)
         return sp.csr_matrix((data, indices, indptr), shape=self.shape, copy=False)
 
@@ -175,13 +183,14 @@ class QuerySource:
     """
 
     def __init__(self, path: str | os.PathLike, fmt: str, obs_names: pd.Index, var: pd.DataFrame, backend: Backend,
-                 origin: dict | None = None):
+                 origin: dict | None = None, obs_loader: Callable[[], pd.DataFrame] | None = None):
         self.path = Path(path)
         self.format = fmt
         self.obs_names = obs_names
         self.var = var
         self.origin = origin or {}
         self._backend = backend
+        self._obs_loader = obs_loader
 
     @property
     def n_obs(self) -> int:
@@ -216,4 +225,20 @@ class QuerySource:
             X = sp.csr_matrix(X, dtype=np.float32)
         check_finite(X, 0, self.obs_names, self.var.index, self.path)
         log.debug("read %s (%s): %d cells x %d genes, %d non-zeros", self.path, self.format, *X.shape, X.nnz)
-        return ad.AnnData(X=X, obs=pd.DataFrame(index=self.obs_names.copy()), var=self.var.copy())
+        return ad.AnnData(X=X, obs=self.obs(), var=self.var.copy())
+
+    def obs(self) -> pd.DataFrame:
+        """The cell table: the file's own per-cell columns where it has them (h5ad obs, loom col_attrs,
+        scziDesk obs), indexed by ``obs_names``."""
+        obs = None
+        if self._obs_loader is not None:
+            try:
+                obs = self._obs_loader()
+            except Exception as exc:  # the cell metadata is a bonus: never a reason to refuse the matrix
+                log.warning("%s: the per-cell columns could not be read (%s); continuing without them", self.path, exc)
+        if obs is None or len(obs) != self.n_obs:
+            obs = pd.DataFrame(index=self.obs_names.copy())
+        else:
+            obs = obs.copy()
+            obs.index = self.obs_names.copy()
+        return obs

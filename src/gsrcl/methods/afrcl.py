@@ -110,7 +110,7 @@ class AFRCL(EstimatorBase):
         self.cell_types = sorted(map(str, np.unique(y)))
         codes = np.searchsorted(self.cell_types, y)
         t0 = time.perf_counter()
-        with torch_session(self.seed, p["threads"]):
+        with torch_session(self.seed, p["threads"], device):
             rng = np.random.default_rng(self.seed)
             encoder = Encoder(X.shape[1], p["hidden"], p["out"], batch_norm=p["batch_norm"],
                               input_dropout=p["input_dropout"]).to(device)
@@ -182,6 +182,7 @@ class AFRCL(EstimatorBase):
             self.encoder_ = encoder
             emb = encode(encoder, X_svm, device, p["block"])
             self.svc_ = _fit_svc(emb, y_svm, p["svm_cv"], self.seed)
+            self.encoder_ = encoder.cpu()  # prediction runs on the CPU, as after from_state
         self._order = _column_order(self.svc_, self.cell_types)
         history["seconds"] = time.perf_counter() - t0
         history["seconds_encoder"] = train_seconds

@@ -162,7 +162,7 @@ class GsRCL(EstimatorBase):
             X_svm, y_svm = _vstack(X, X_val), np.concatenate([y, y_val])
         else:
             X_svm, y_svm = X, y
-        with torch_session(self.seed, p["threads"]):
+        with torch_session(self.seed, p["threads"], device):
             self.encoders_, self.svcs_ = [], [None] * K
             for key in keys:
                 enc = self._new_encoder(X.shape[1], batch_norm, device)
@@ -174,6 +174,7 @@ class GsRCL(EstimatorBase):
                     if choice[k] == key:
                         target = (y_svm == self.cell_types[k]).astype(np.int64)
                         self.svcs_[k] = _fit_svc(emb, target, p["svm_cv"], self.seed + k)
+        self.encoders_ = [enc.cpu() for enc in self.encoders_]  # prediction runs on the CPU
         self.task_encoder_ = [keys.index(choice[k]) for k in range(K)]
         self._set_positive_columns()
         history = histories[0] if len(histories) == 1 else {"runs": histories}
@@ -212,7 +213,7 @@ class GsRCL(EstimatorBase):
         p = self.params
         seed = self.seed + run
         n = X.shape[0]
-        with torch_session(seed, p["threads"]):
+        with torch_session(seed, p["threads"], device):
             rng = np.random.default_rng(seed)
             encoder = self._new_encoder(X.shape[1], batch_norm, device)
             head = ProjectionHead(p["out"], p["head"][:-1], p["head"][-1], batch_norm=batch_norm).to(device)

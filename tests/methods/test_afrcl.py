@@ -1,0 +1,96 @@
+"""AF-RCL on a small real subset, with a tiny network and a few epochs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from gsrcl.methods import get_method
+from gsrcl.methods.afrcl import AFRCL
+from tests.methods.data import small_split
+
+TINY = dict(epochs=6, hidden=(64, 64), out=32, head=(32, 16), quiet=True)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return small_split()
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    Xtr, ytr, _, _ = split
+    return AFRCL(**TINY).fit(Xtr, ytr)
+
+
+def test_learns_cell_types(fitted, split):
+    _, _, Xte, yte = split
+    assert get_method("afrcl") is AFRCL and fitted.method_name == "afrcl"
+    assert fitted.cell_types == sorted(set(yte))
+    # five types: chance MCC is 0; a tiny network after 6 epochs is already far above it
+    assert fitted.validation_["score"] > 0.8
+    p = fitted.predict_proba(Xte)
+    assert p.shape == (Xte.shape[0], 5)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+    pred = np.array(fitted.cell_types)[p.argmax(axis=1)]
+    assert f1_score(yte, pred, average="macro") > 0.85
+    assert fitted.embed(Xte).shape == (Xte.shape[0], 32)
+    assert len(fitted.history_["loss"]) == 6 and fitted.history_["skipped_steps"] == 0
+    assert np.isfinite(fitted.history_["loss"]).all()
+
+
+def test_same_seed_same_model_other_seed_differs(fitted, split):
+    Xtr, ytr, Xte, _ = split
+    again = AFRCL(**TINY).fit(Xtr, ytr)
+    assert np.array_equal(again.predict_proba(Xte), fitted.predict_proba(Xte))
+    other = AFRCL(**{**TINY, "epochs": 1}, seed=7).fit(Xtr, ytr)
+    assert not np.array_equal(other.embed(Xte), fitted.embed(Xte))
+
+
+def test_state_round_trip_and_inconsistent_state(fitted, split):
+    _, _, Xte, _ = split
+    config, arrays = fitted.state()
+    assert all(isinstance(v, np.ndarray) for v in arrays.values())
+    back = AFRCL.from_state(config, arrays)
+    assert np.array_equal(back.predict_proba(Xte), fitted.predict_proba(Xte))
+    assert np.array_equal(back.embed(Xte), fitted.embed(Xte))
+
+    bad = dict(arrays, **{"encoder.linear1.weight": arrays["encoder.linear1.weight"][:, :-1]})
+    with pytest.raises(ValueError):
+        AFRCL.from_state(config, bad)
+    with pytest.raises(ValueError, match="classes"):
+        AFRCL.from_state(dict(config, cell_types=["a", "b", "c", "d", "e"]), arrays)
+    with pytest.raises(ValueError, match="genes"):
+        AFRCL.from_state(dict(config, n_genes=config["n_genes"] + 1), arrays)
+    with pytest.raises(ValueError, match="unexpected"):
+        AFRCL.from_state(config, dict(arrays, extra=np.zeros(2)))
+
+
+def test_prediction_in_blocks_matches(fitted, split):
+    _, _, Xte, _ = split
+    whole = fitted.predict_proba(Xte)
+    fitted.params["block"] = 7  # 100 cells in 15 blocks
+    try:
+        np.testing.assert_allclose(fitted.predict_proba(Xte), whole, rtol=1e-5, atol=1e-6)
+    finally:
+        fitted.params["block"] = 4096
+
+
+def test_early_stopping_and_no_validation(split):
+    Xtr, ytr, _, _ = split
+    m = AFRCL(**{**TINY, "epochs": 40}, val_every=1, patience=2, min_epochs=3).fit(Xtr, ytr)
+    assert m.validation_["stopped_early"] and m.validation_["epochs_run"] < 40
+    assert m.validation_["best_epoch"] <= m.validation_["epochs_run"]
+    # no validation cells: the last epoch is kept and no score is claimed
+    m = AFRCL(**{**TINY, "epochs": 2}).fit(Xtr, ytr, Xtr[:0], ytr[:0])
+    assert m.validation_["score"] is None and m.validation_["best_epoch"] == 2
+
+
+def test_bad_parameters():
+    with pytest.raises(TypeError, match="hiden"):
+        AFRCL(hiden=(3,))
+    with pytest.raises(ValueError, match="preset"):
+        AFRCL(preset="fastest")
+    with pytest.raises(ValueError, match="epochs"):
+        AFRCL(epochs=0)

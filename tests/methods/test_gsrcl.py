@@ -1,0 +1,105 @@
+"""GsRCL on a small real subset, with a tiny network and a few epochs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+
+from gsrcl.methods import get_method
+from gsrcl.methods._training import better
+from gsrcl.methods.gsrcl import GsRCL
+from tests.methods.data import small_split
+
+TINY = dict(epochs=16, hidden=(64, 64), out=32, head=(32, 16), lr=1e-3, batch_size=64, shuffle=True, val_every=5,
+            min_epochs=0, quiet=True)
+
+
+@pytest.fixture(scope="module")
+def split():
+    return small_split()
+
+
+@pytest.fixture(scope="module")
+def fitted(split):
+    Xtr, ytr, _, _ = split
+    return GsRCL(**TINY).fit(Xtr, ytr)
+
+
+def test_learns_one_vs_rest(fitted, split):
+    _, _, Xte, yte = split
+    assert get_method("gsrcl") is GsRCL and fitted.method_name == "gsrcl"
+    assert fitted.validation_["score"] > 0.5  # mean binary MCC over the 5 tasks; chance is 0
+    scores = fitted.predict_scores(Xte)
+    p = fitted.predict_proba(Xte)
+    assert scores.shape == p.shape == (Xte.shape[0], 5)
+    assert ((scores >= 0) & (scores <= 1)).all()
+    assert not np.allclose(scores.sum(axis=1), 1.0)  # un-normalised one-vs-rest probabilities
+    np.testing.assert_allclose(p, scores / scores.sum(axis=1, keepdims=True), rtol=1e-12)
+    pred = np.array(fitted.cell_types)[p.argmax(axis=1)]
+    assert f1_score(yte, pred, average="macro") > 0.6
+
+
+def test_one_encoder_run_distinct_checkpoints(fitted):
+    # the encoder is trained once; each task points at one of the stored (distinct) checkpoints
+    assert len(fitted.history_["loss"]) == fitted.validation_["epochs_run"][0]
+    assert "runs" not in fitted.history_
+    assert sorted(set(fitted.task_encoder_)) == list(range(len(fitted.encoders_)))
+    epochs = [fitted.validation_["tasks"][t]["epoch"] for t in fitted.cell_types]
+    assert len(fitted.encoders_) == len(set(epochs))
+    config, arrays = fitted.state()
+    stored = {k.split(".")[0] for k in arrays if k.startswith("encoder")}
+    assert stored == {f"encoder{j}" for j in range(len(fitted.encoders_))}
+    counts = np.bincount(fitted.task_encoder_)
+    assert counts[fitted.embed_encoder_] == counts.max()
+
+
+def test_deterministic_and_state_round_trip(fitted, split):
+    Xtr, ytr, Xte, _ = split
+    again = GsRCL(**TINY).fit(Xtr, ytr)
+    assert np.array_equal(again.predict_scores(Xte), fitted.predict_scores(Xte))
+    config, arrays = fitted.state()
+    back = GsRCL.from_state(config, arrays)
+    assert np.array_equal(back.predict_scores(Xte), fitted.predict_scores(Xte))
+    assert np.array_equal(back.embed(Xte), fitted.embed(Xte))
+    bad = dict(config, tasks=[dict(t, encoder=9) for t in config["tasks"]])
+    with pytest.raises(ValueError, match="encoder 9"):
+        GsRCL.from_state(bad, arrays)
+    with pytest.raises(ValueError):
+        GsRCL.from_state(config, {k: v for k, v in arrays.items() if not k.startswith("svc0.")})
+
+
+def test_independent_encoders(split):
+    Xtr, ytr, Xte, _ = split
+    m = GsRCL(**{**TINY, "epochs": 2, "val_every": 1}, independent_encoders=True).fit(Xtr, ytr)
+    assert len(m.history_["runs"]) == 5
+    assert {m.validation_["tasks"][t]["run"] for t in m.cell_types} == set(range(5))
+    assert len(m.encoders_) == 5 and sorted(m.task_encoder_) == list(range(5))
+    assert GsRCL.from_state(*m.state()).predict_scores(Xte).shape == (Xte.shape[0], 5)
+
+
+def test_batch_norm_rule_of_the_paper(split):
+    Xtr, ytr, _, _ = split
+    # BN is on only when the training cells outnumber the batch size (METHODS §5.16)
+    small = GsRCL(**{**TINY, "epochs": 1, "batch_size": 8192, "batch_norm": "auto"}).fit(Xtr, ytr)
+    assert small.validation_["batch_norm"] is False and not small.encoders_[0].norms
+    big = GsRCL(**{**TINY, "epochs": 1, "batch_size": 64, "batch_norm": "auto"}).fit(Xtr, ytr)
+    assert big.validation_["batch_norm"] is True and len(big.encoders_[0].norms) == 2
+
+
+def test_checkpoint_ties():
+    assert better(0.9, None, "first") and better(0.9, None, "later")
+    assert better(0.9, 0.9, "later") and not better(0.9, 0.9, "first")
+    assert not better(0.8, 0.9, "later") and better(0.95, 0.9, "first")
+    assert not better(math.nan, 0.5, "later")
+
+
+def test_presets():
+    paper = GsRCL(preset="paper").params
+    assert paper["hidden"] == (4096, 4096, 4096) and paper["out"] == 2048 and paper["head"] == (512, 128)
+    assert paper["lr"] == 1e-4 and paper["batch_size"] == 8192 and not paper["shuffle"]
+    assert paper["epochs"] == 3001 and paper["val_every"] == 50 and paper["temperature"] == 0.07
+    assert paper["ties"] == "first" and paper["selection"] == "grid" and paper["patience"] is None
+    assert GsRCL(epochs=5).params["epochs"] == 5

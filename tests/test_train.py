@@ -1,0 +1,234 @@
+"""gsrcl.train, the reference it returns on disk, and ``gsrcl train`` end to end (tiny networks, real cells)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gsrcl.cli import main
+from gsrcl.errors import InvalidReferenceError, LabelsError, OutputError
+from gsrcl.reference import Reference
+from gsrcl.train import train
+from tests.methods.data import small_adata
+
+TINY = dict(epochs=3, hidden=[32, 32], out=16, head=[16, 8], quiet=True)
+
+
+def model_input(adata):
+    X = adata.X.copy().astype(np.float32)
+    X.data = np.log1p(X.data)
+    return X
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory):
+    adata = small_adata()
+    ref = train(adata, "cell_type", "afrcl", name="mouse", **TINY)
+    path = ref.save(tmp_path_factory.mktemp("refs"), "mouse")
+    return adata, ref, path
+
+
+def test_train_save_load_same_probabilities(saved):
+    adata, ref, path = saved
+    X = model_input(adata)
+    loaded = Reference.load(path)
+    assert np.array_equal(loaded.model.predict_proba(X), ref.model.predict_proba(X))
+    m = loaded.manifest
+    assert m["method"] == "afrcl" and m["name"] == "mouse" and loaded.genes == list(adata.var_names)
+    assert m["values"]["expected"] == "counts" and m["values"]["transform"] == "log1p"
+    t = m["training"]
+    assert t["cells"] == adata.n_obs == t["cells_train"] + t["cells_validation"]
+    assert t["cells_per_type"] == adata.obs["cell_type"].value_counts().sort_index().to_dict()
+    assert t["seed"] == 1111 and t["dropped_classes"] == {} and len(t["history"]["loss"]) == 3
+    # a stratified 20% of each type for validation
+    for k, n in t["cells_per_type"].items():
+        assert t["validation_cells_per_type"][k] == round(0.2 * n)
+    assert m["hyperparameters"]["hidden"] == [32, 32] and m["validation"]["cells"] == t["cells_validation"]
+
+
+def _one_line(exc_info):
+    msg = exc_info.value.message
+    assert "\n" not in msg and len(msg) < 400
+    return msg
+
+
+def _copy(path, tmp_path):
+    import shutil
+
+    dst = tmp_path / "copy"
+    shutil.copytree(path, dst)
+    return dst
+
+
+def test_tampered_references_fail_clearly(saved, tmp_path):
+    _, _, path = saved
+    # an extra pickle
+    ref = _copy(path, tmp_path / "a")
+    (ref / "model.pkl").write_bytes(b"\x80\x04K\x01.")
+    with pytest.raises(InvalidReferenceError) as e:
+        Reference.load(ref)
+    assert "model.pkl" in _one_line(e)
+
+    # wrong array shapes, with a checksum that matches, so that the shape check is what fails
+    ref = _copy(path, tmp_path / "b")
+    with np.load(ref / "arrays.npz") as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["encoder.linear1.weight"] = arrays["encoder.linear1.weight"][:, :-1].copy()
+    np.savez(ref / "arrays.npz", **arrays)
+    manifest = json.loads((ref / "manifest.json").read_text())
+    manifest["files"]["arrays.npz"]["sha256"] = hashlib.sha256((ref / "arrays.npz").read_bytes()).hexdigest()
+    (ref / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InvalidReferenceError) as e:
+        Reference.load(ref)
+    assert "encoder.linear1.weight" in _one_line(e)
+    # ... and where the manifest is made to agree, rebuilding the model catches the inconsistency
+    manifest["arrays"]["encoder.linear1.weight"]["shape"] = list(arrays["encoder.linear1.weight"].shape)
+    (ref / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InvalidReferenceError) as e:
+        Reference.load(ref)
+    assert "rebuilt" in _one_line(e)
+
+    # a missing file
+    ref = _copy(path, tmp_path / "c")
+    (ref / "arrays.npz").unlink()
+    with pytest.raises(InvalidReferenceError) as e:
+        Reference.load(ref)
+    assert "arrays.npz" in _one_line(e)
+
+    # a newer format
+    ref = _copy(path, tmp_path / "d")
+    manifest = json.loads((ref / "manifest.json").read_text())
+    manifest["format_version"] += 1
+    (ref / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(InvalidReferenceError) as e:
+        Reference.load(ref)
+    assert "newer" in _one_line(e)
+
+
+def test_already_logged_values_are_not_logged_twice(saved):
+    adata, ref, _ = saved
+    logged = adata.copy()
+    logged.X = model_input(adata)
+    ref2 = train(logged, "cell_type", "afrcl", **TINY)
+    assert ref2.values["expected"] == "log1p" and ref2.values["transform"] == "none"
+    X = model_input(adata)
+    # the same model input, so the same seed gives the same model
+    assert np.array_equal(ref2.model.predict_proba(X), ref.model.predict_proba(X))
+
+
+def test_rare_classes(caplog):
+    adata = small_adata()
+    y = adata.obs["cell_type"].astype(str).to_numpy().copy()
+    y[:3] = "Rare"  # 3 cells: dropped, with a warning naming it
+    y[3:10] = "Few"  # 7 cells: training only
+    with caplog.at_level(logging.WARNING, logger="gsrcl"):
+        ref = train(adata, y, "afrcl", **TINY)
+    assert any("Rare (3)" in r.getMessage() for r in caplog.records)
+    t = ref.manifest["training"]
+    assert t["dropped_classes"] == {"Rare": 3} and "Rare" not in ref.cell_types
+    assert t["cells"] == adata.n_obs - 3 and t["cells_per_type"]["Few"] == 7
+    assert "Few" in ref.cell_types and "Few" not in t["validation_cells_per_type"]
+
+    two = np.where(np.arange(adata.n_obs) < 4, "a", "b")
+    with pytest.raises(LabelsError, match="at least two"):
+        train(adata, two, "afrcl", **TINY)
+
+
+def test_bad_labels():
+    adata = small_adata()
+    y = adata.obs["cell_type"].astype(object).to_numpy().copy()
+    y[5] = np.nan
+    with pytest.raises(LabelsError) as e:
+        train(adata, y, "afrcl", **TINY)
+    assert "no label" in _one_line(e)
+    y[5] = "  "
+    with pytest.raises(LabelsError):
+        train(adata, y, "afrcl", **TINY)
+    with pytest.raises(LabelsError, match="celltype"):
+        train(adata, "celltype", "afrcl", **TINY)
+    with pytest.raises(LabelsError, match="labels were given"):
+        train(adata, y[:-1], "afrcl", **TINY)
+
+
+def test_labels_series_by_cell_id_and_top_genes():
+    adata = small_adata()
+    series = adata.obs["cell_type"].astype(str).sample(frac=1.0, random_state=0)  # shuffled order, same ids
+    ref = train(adata, series, "afrcl", top_genes=300, **TINY)
+    X = model_input(adata)
+    Xlog = X.toarray()
+    var = Xlog.var(axis=0)
+    top = set(np.argsort(-var)[:300])
+    assert ref.genes == [g for i, g in enumerate(adata.var_names) if i in top]
+    assert ref.manifest["training"]["gene_selection"]["n"] == 300
+    assert ref.manifest["training"]["cells_per_type"] == adata.obs["cell_type"].value_counts().sort_index().to_dict()
+
+
+# --- the command line ------------------------------------------------------------------------------------
+CONFIG = json.dumps({k: v for k, v in TINY.items() if k not in ("quiet", "epochs")})
+
+
+@pytest.fixture(scope="module")
+def h5ad(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "ref.h5ad"
+    small_adata().write_h5ad(path)
+    return path
+
+
+def test_cli_train_end_to_end_and_refuses_existing_name(h5ad, tmp_path, capsys, monkeypatch):
+    refdir = tmp_path / "refs"
+    code = main(["train", "-i", str(h5ad), "--labels", "cell_type", "-r", "mouse", "-mp", str(refdir),
+                 "--method", "gsrcl", "--epochs", "2", "--config", CONFIG])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert str(refdir / "mouse") in out and "validation MCC" in out
+    ref = Reference.load(refdir / "mouse")
+    assert ref.method == "gsrcl" and len(ref.cell_types) == 5 and ref.manifest["training"]["labels"] == "obs['cell_type']"
+
+    before = {p.name: p.read_bytes() for p in (refdir / "mouse").iterdir()}
+
+    def no_training(*a, **k):
+        raise AssertionError("trained although the reference exists")
+
+    monkeypatch.setattr("gsrcl.train.train", no_training)
+    code = main(["train", "-i", str(h5ad), "--labels", "cell_type", "-r", "mouse", "-mp", str(refdir),
+                 "--config", CONFIG])
+    assert code == OutputError.exit_code == 146
+    assert "--overwrite" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (refdir / "mouse").iterdir()} == before
+
+
+def test_cli_labels_csv(h5ad, tmp_path, capsys):
+    import anndata as ad
+
+    adata = ad.read_h5ad(h5ad)
+    labels = pd.DataFrame({"cell": adata.obs_names, "label": adata.obs["cell_type"].astype(str)}).sample(frac=1.0, random_state=1)
+    csv = tmp_path / "labels.csv"
+    labels.to_csv(csv, index=False)
+    refdir = tmp_path / "refs"
+    args = ["train", "-i", str(h5ad), "--labels", str(csv), "-r", "r1", "-mp", str(refdir), "--epochs", "1",
+            "--config", CONFIG, "--quiet"]
+    assert main(args) == 0
+    ref = Reference.load(refdir / "r1")
+    assert ref.manifest["training"]["cells_per_type"] == adata.obs["cell_type"].value_counts().sort_index().to_dict()
+
+    labels.iloc[:-2].to_csv(csv, index=False)  # two cells without a label
+    assert main(args[:5] + ["-r", "r2"] + args[7:]) == LabelsError.exit_code
+    err = capsys.readouterr().err
+    assert "2 of 300 cells" in err and "Traceback" not in err
+    assert not (refdir / "r2").exists()
+
+
+def test_cli_cuda_without_cuda(h5ad, tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["train", "-i", str(h5ad), "--labels", "cell_type", "-r", "x", "-mp", str(tmp_path),
+                 "--device", "cuda"])
+    assert code != 0 and "no CUDA device" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
