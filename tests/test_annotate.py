@@ -141,3 +141,20 @@ def test_too_few_shared_genes_raise_gene_overlap_error(refdir, q):
     sub.var_names = [f"NOPE{i}" for i in range(100)] + list(sub.var_names[100:])  # 100 of 200 known: not > 50%
     with pytest.raises(GeneOverlapError):
         annotate(sub, Path(refdir) / "afrcl", quiet=True)
+
+
+def test_one_pass_scores_and_embedding_give_the_same_result(refdir, q):
+    ref = Reference.load(Path(refdir) / "afrcl")
+    two = annotate(q, ref, plot=True, quiet=True)
+    model = ref.model
+    calls = []
+
+    def both(X):
+        calls.append(X.shape[0])
+        return model.predict_scores(X), model.embed(X)
+
+    model.predict_scores_and_embed = both  # the optional one-pass method an estimator may offer
+    one = annotate(q, ref, plot=True, block_size=50, quiet=True)
+    assert sum(calls) == q.n_obs
+    np.testing.assert_allclose(one.obsm["probabilities"], two.obsm["probabilities"], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(one.obsm["X_tsne"], two.obsm["X_tsne"], rtol=1e-5, atol=1e-6)

@@ -113,7 +113,7 @@ def test_quick_run_writes_the_report_and_the_svm_is_well_above_chance(tmp_path):
     dataset("pancreas_wang_scclassify_subset.h5ad")
     ours = B.ours_available() is None
     methods = ["svm", "svm_rejection", "celltypist"] + (["gsrcl", "afrcl"] if ours else [])
-    rc = main(["benchmark", "--config", str(CONFIG), "--quick", "--tasks", "xin_to_wang_all",
+    rc = main(["benchmark", "--config", str(CONFIG), "--quick", "--tasks", "xin_to_wang_all", "--in-process",
                "--methods", ",".join(methods), "--out", str(tmp_path), "-q"])
     assert rc == 0
     results = json.loads((tmp_path / "accuracy.json").read_text())
@@ -137,3 +137,13 @@ def test_quick_run_writes_the_report_and_the_svm_is_well_above_chance(tmp_path):
     assert (tmp_path / "confusion_xin_to_wang_all.png").exists() == ours
     if ours:
         assert "unseen_auroc_max_raw_score" in task["methods"]["gsrcl"]["metrics"]
+
+
+def test_a_method_in_its_own_process_gives_the_same_predictions(tmp_path):
+    dataset("pancreas_xin_scclassify_subset.h5ad")
+    config = B.load_config(CONFIG)
+    task = config.tasks["xin_to_wang_shared"]
+    alone = B._run_isolated(task, str(config.data_dir), "svm", 1111, True)
+    here = B.run_job(task, str(config.data_dir), "svm", 1111, True)
+    assert alone["splits"][0]["y_pred"] == here["splits"][0]["y_pred"]
+    assert alone["splits"][0]["fit"]["peak_mib"] > 0 and alone["splits"][0]["fit"]["delta_mib"] >= 0

@@ -291,6 +291,8 @@ def predict_source(
         raise ValueError(f"block size must be a positive number of cells, not {block_size}")
     block_size = int(block_size)
     model = ref.model
+    # optional estimator method returning (predict_scores(X), embed(X)) from one encoder pass
+    both = getattr(model, "predict_scores_and_embed", None)
     types = list(map(str, ref.cell_types))
     gsrcl = ref.method == "gsrcl"
     if raw_cutoff and not gsrcl:
@@ -313,15 +315,19 @@ def predict_source(
             if on_block is not None:
                 on_block(start, block)
             X = to_model_input(align(block, match), kind)
-            if gsrcl:
-                s = np.asarray(model.predict_scores(X), dtype=np.float64)
-                scores[start:stop] = s
-                proba[start:stop] = normalise_rows(s)
-            else:
-                proba[start:stop] = np.asarray(model.predict_proba(X), dtype=np.float64)
             lo, hi = np.searchsorted(sample, [start, stop])
-            if hi > lo:
-                pieces.append(np.asarray(model.embed(X[sample[lo:hi] - start]), dtype=np.float32))
+            rows = sample[lo:hi] - start
+            if hi > lo and both is not None:  # one encoder pass for the scores and the t-SNE embedding
+                s, emb = both(X)
+                pieces.append(np.asarray(emb, dtype=np.float32)[rows])
+            else:
+                s = model.predict_scores(X)
+                if hi > lo:
+                    pieces.append(np.asarray(model.embed(X[rows]), dtype=np.float32))
+            s = np.asarray(s, dtype=np.float64)
+            proba[start:stop] = normalise_rows(s)  # AF-RCL's rows sum to 1 already; GsRCL's are divided by their sum
+            if gsrcl:
+                scores[start:stop] = s
             done += block.shape[0]
             bar.update(block.shape[0])
     if done != n:
@@ -364,6 +370,11 @@ def run_tsne(pred: Prediction, *, seed: int = 0) -> tuple[np.ndarray | None, dic
         "seed": int(seed),
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _title(pred: Prediction) -> str | None:
+    n, m = len(pred.proba), len(pred.sample)
+    return None if m == n else f"a seeded random {m:,} of the {n:,} cells (legend: cells shown)"
 
 
 # --- what goes into the AnnData --------------------------------------------------------------------------------
@@ -492,24 +503,24 @@ def annotate(
     The copy gains ``obs['predicted_labels']`` (categorical: the reference types then ``Unassigned``),
     ``obs['conf_score']`` (the highest reported probability), for GsRCL ``obs['max_raw_score']`` (the highest
     un-normalised one-vs-rest probability) and ``obsm['raw_scores']``, ``obsm['probabilities']`` (n x K arrays,
-    columns = ``uns['gsrcl']['cell_types']``; ``gsrcl.annotate.probabilities(adata)`` gives a DataFrame),
+    columns = ``uns['gsrcl']['cell_types']``; ``probabilities(adata)`` of this module gives a DataFrame),
     ``uns['predicted_labels_colors']`` (the plot colours, scanpy's convention) and ``uns['gsrcl']``
     (parameters, versions, reference summary, gene-match numbers, value kind).
     ``plot=True`` adds the t-SNE of the encoder embedding as ``obsm['X_tsne']`` (NaN for cells outside the
     seeded subset of at most ``tsne_cells``); a path also writes the SVG there.
     """
-    import anndata as ad
-
     ref = _load_reference(reference)
     verify_record = None
     from .verify import UNS_KEY as VERIFY_KEY
 
     if VERIFY_KEY in adata.uns and list(map(str, adata.var_names)) == list(ref.genes):
         verify_record = dict(adata.uns[VERIFY_KEY])
+    want_plot = plot is not False and plot is not None
     pred = predict_source(_MemorySource(adata), ref, p=p, raw_cutoff=raw_cutoff, log_mode=log, block_size=block_size,
-                          tsne_cells=tsne_cells, seed=seed, quiet=quiet, verify_record=verify_record)
+                          tsne_cells=tsne_cells if want_plot else 0, seed=seed, quiet=quiet,
+                          verify_record=verify_record)
     coords, tsne = (None, None)
-    if plot is not False and plot is not None:
+    if want_plot:
         coords, tsne = run_tsne(pred, seed=seed)
     params = {"p": pred.info["cutoff"]["p"], "raw_cutoff": bool(raw_cutoff), "log": str(log),
               "block_size": int(block_size), "tsne_cells": int(tsne_cells), "seed": int(seed)}
@@ -525,8 +536,7 @@ def annotate(
         out.obsm["X_tsne"] = full
     if isinstance(plot, (str, os.PathLike)):
         colours = palette(pred.cell_types)
-        plot_tsne(coords, pred.labels[pred.sample], colours, plot, note=(tsne or {}).get("note"))
-    assert isinstance(out, ad.AnnData)
+        plot_tsne(coords, pred.labels[pred.sample], colours, plot, note=(tsne or {}).get("note"), title=_title(pred))
     return out
 
 
@@ -761,8 +771,8 @@ def predict_files(
     try:
         writer = _H5adXWriter(staging[ANNOTATED], int(source.n_obs), len(source.var))
         pred = predict_source(source, ref, p=p, raw_cutoff=raw_cutoff, log_mode=log_mode, block_size=block_size,
-                              tsne_cells=tsne_cells, seed=seed, quiet=quiet, verify_record=verify_record,
-                              on_block=writer.add, prepared=prepared)
+                              tsne_cells=tsne_cells if plot else 0, seed=seed, quiet=quiet,
+                              verify_record=verify_record, on_block=writer.add, prepared=prepared)
         t_pred = time.perf_counter() - t0
         t1 = time.perf_counter()
         coords, tsne = run_tsne(pred, seed=seed) if plot else (None, {"drawn": False, "note": "not requested (--no-plot)"})
@@ -785,7 +795,8 @@ def predict_files(
         colours = palette(pred.cell_types)
         staging[LEGEND].write_text(legend_text(pred.cell_types, colours, pred.labels))
         if plot:
-            plot_tsne(coords, pred.labels[pred.sample], colours, staging[TSNE], note=tsne.get("note"))
+            plot_tsne(coords, pred.labels[pred.sample], colours, staging[TSNE], note=tsne.get("note"),
+                      title=_title(pred))
             written.add(TSNE)
         paths = staging.commit(written)
     except BaseException:

@@ -249,6 +249,8 @@ def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = No
         if map_name is not None and map_name not in maps:
             raise GsrclError(f"task {name}: label map {map_name!r} is not in 'label_maps' ({', '.join(maps) or 'none'})")
         query = _side(t.get("query"), f"task {name} query") if kind == "cross" else None
+        if kind == "cv" and t.get("unseen"):
+            raise GsrclError(f"task {name}: a cross-validation task has no unseen types; remove 'unseen'")
         folds = int(t.get("folds", 5))
         if kind == "cv" and folds < 2:
             raise GsrclError(f"task {name}: 'folds' must be at least 2")
@@ -278,6 +280,7 @@ def load_side(side: Side, task: Task, data_dir: str | os.PathLike):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # duplicated obs names, made unique below
         adata = ad.read_h5ad(path)
+        adata.obs_names_make_unique()  # the in-memory copy only
     keep = np.ones(adata.n_obs, dtype=bool)
     for col, allowed in side.filter.items():
         if col not in adata.obs:
@@ -290,7 +293,6 @@ def load_side(side: Side, task: Task, data_dir: str | os.PathLike):
     if not keep.any():
         raise GsrclError(f"task {task.name}: the filter {side.filter} keeps no cell of {side.file}; fix the filter")
     adata = adata[keep].copy()
-    adata.obs_names_make_unique()
     adata.obs[LABEL] = pd.Categorical(map_labels(adata.obs[task.label_key], task.label_map))
     return adata
 
@@ -581,9 +583,18 @@ def run_job(task: Task, data_dir: str, method: str, seed: int = DEFAULT_SEED, qu
     """Train and predict ``method`` on every split of ``task``; what `score_job` needs, as plain values."""
     from sklearn.exceptions import ConvergenceWarning
 
-    warnings.filterwarnings("ignore", category=ConvergenceWarning)
-    warnings.filterwarnings("ignore", category=FutureWarning)
-    logging.getLogger("gsrcl").setLevel(logging.ERROR)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)  # the baselines run with their default max_iter
+        warnings.simplefilter("ignore", FutureWarning)
+        return _run_splits(task, data_dir, method, seed, quick)
+
+
+def _child_job(task: Task, data_dir: str, method: str, seed: int, quick: bool) -> dict[str, Any]:
+    logging.getLogger("gsrcl").setLevel(logging.ERROR)  # the parent reports failures
+    return run_job(task, data_dir, method, seed, quick)
+
+
+def _run_splits(task: Task, data_dir: str, method: str, seed: int, quick: bool) -> dict[str, Any]:
     out: dict[str, Any] = {"splits": []}
     for ref, query in task_splits(task, data_dir, QUICK_MAX_CELLS if quick else None):
         est = make_method(method, seed=seed, quick=quick)
@@ -610,7 +621,7 @@ def _run_isolated(task: Task, data_dir: str, method: str, seed: int, quick: bool
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(run_job, task, data_dir, method, seed, quick).result()
+        return pool.submit(_child_job, task, data_dir, method, seed, quick).result()
 
 
 def score_job(job: dict[str, Any]) -> dict[str, Any]:
@@ -819,15 +830,17 @@ def markdown(results: dict[str, Any]) -> str:
     """The report: command, summary table of macro-F1, one table per task, method and protocol notes."""
     tasks = results["tasks"]
     methods = [m for m in METHOD_NAMES if any(m in t["methods"] for t in tasks.values())]
-    commands = sorted({e.get("command", "") for t in tasks.values() for e in t["methods"].values()} - {""})
+    entries = [e for t in tasks.values() for e in t["methods"].values()]
+    commands = sorted({e.get("command", "") for e in entries} - {""})
+    quick = any(e.get("quick") for e in entries)
     lines = ["# Accuracy benchmark: GsRCL and AF-RCL against the usual alternatives", ""]
     lines += ["Made with:", "", "```", *(commands or [results.get("command", "")]), "```", ""]
     env = results.get("environment", {})
     lines += [f"Last run {results.get('created', '')} with gsrcl {env.get('gsrcl', '')}, scikit-learn "
               f"{env.get('scikit-learn', '')}, torch {env.get('torch', '–')}, on {env.get('cpus_available', env.get('cpu_count'))} "
               f"CPU core(s) ({env.get('platform', '')}). `benchmarks/accuracy.py` takes the same flags."
-              + (" **--quick run: tiny models and at most "
-                 f"{QUICK_MAX_CELLS} cells per side; not a measurement.**" if results.get("quick") else ""), ""]
+              + (" **Entries made with --quick (tiny models, at most "
+                 f"{QUICK_MAX_CELLS} cells per side) are not a measurement.**" if quick else ""), ""]
     lines += ["## Macro-F1 over the reference's types present in the query", "",
               "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
     for name, t in tasks.items():
@@ -936,7 +949,8 @@ def _figure_bars(results: dict, path: Path) -> None:
         vals = [results["tasks"][t]["methods"].get(m, {}) for t in tasks]
         ys = [v["metrics"]["macro_f1"] if v.get("status") == "ok" and v["metrics"]["macro_f1"] is not None
               else np.nan for v in vals]
-        ax.bar(np.arange(len(tasks)) + (j - (len(methods) - 1) / 2) * width, ys, width, label=m, color=colours(j))
+        ax.bar(np.arange(len(tasks)) + (j - (len(methods) - 1) / 2) * width, ys, width, label=m,
+               color=colours(METHOD_NAMES.index(m)))  # a method keeps its colour whichever ran
     ax.set_xticks(np.arange(len(tasks)))
     ax.set_xticklabels(tasks, rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1.05)
@@ -971,6 +985,9 @@ def _figure_confusion(name: str, task: dict, path: Path) -> bool:
                 if counts[i, j]:
                     ax.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=7,
                             color="white" if frac[i, j] > 0.6 else "black")
+        n_known = sum(r in e["reference_types"] for r in c["rows"])
+        if n_known < len(c["rows"]):  # rows below the line are the unseen types
+            ax.axhline(n_known - 0.5, color="black", lw=0.8)
         ax.set_xticks(range(len(c["cols"])))
         ax.set_xticklabels(c["cols"], rotation=45, ha="right", fontsize=7)
         ax.set_yticks(range(len(c["rows"])))

@@ -14,7 +14,7 @@ from gsrcl.methods.gsrcl import GsRCL
 from tests.methods.data import small_split
 
 TINY = dict(epochs=16, hidden=(64, 64), out=32, head=(32, 16), lr=1e-3, batch_size=64, shuffle=True, val_every=5,
-            min_epochs=0, quiet=True)
+            min_epochs=0, svm_cv=2, quiet=True)
 
 
 @pytest.fixture(scope="module")

@@ -10,8 +10,8 @@ def register(sub) -> None:
         "demo",
         help="train both methods on a small PBMC set shipped with scanpy and annotate held-out cells",
         description="Split scanpy's pbmc68k_reduced (700 PBMCs, 10 bulk_labels, read from the scanpy package: "
-        "no download) into a reference part (70%%) and a query part (30%%), train a reference with AF-RCL and "
-        "with GsRCL (demo-sized), annotate the query with each and print accuracy, macro-F1, %% Unassigned and "
+        "no download) into a reference part (70%) and a query part (30%), train a reference with AF-RCL and "
+        "with GsRCL (demo-sized), annotate the query with each and print accuracy, macro-F1, % Unassigned and "
         "timings. Writes OUT/query.h5ad, OUT/references/ and the predict outputs in OUT/afrcl/ and OUT/gsrcl/. "
         "Needs scanpy (pip install 'gsrcl[demo]').",
     )

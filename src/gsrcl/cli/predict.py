@@ -39,7 +39,7 @@ def register(sub) -> None:
         help="annotate a query with a reference",
         description="Annotate the cells of a query with a reference built by 'gsrcl train'. The query is a raw "
         "file in any format 'gsrcl verify' reads (the same checks run first: gene matching and the rule that more "
-        "than 50%% of the query genes must be in the reference), or the OUT/verified.h5ad that 'gsrcl verify' "
+        "than 50% of the query genes must be in the reference), or the OUT/verified.h5ad that 'gsrcl verify' "
         "wrote (the default when -i is not given). Writes into OUT: probabilities.csv (barcode, one column per "
         "reference cell type, 'Identified as'), tsne.svg, legend.txt (label, colour, number of cells) and "
         "annotated.h5ad (the query with obs['predicted_labels'], obs['conf_score'], obsm['probabilities'] and "
