@@ -106,6 +106,11 @@ def test_unknown_task_is_one_line_and_writes_nothing(tmp_path, capsys):
     err = capsys.readouterr().err
     assert rc == GsrclError.exit_code and "unknown task(s) no_such_task" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
+    rc = main(["benchmark", "--config", str(CONFIG), "--data", str(tmp_path / "none"), "--tasks", "xin_to_wang_all",
+               "--out", str(out), "-q"])
+    err = capsys.readouterr().err
+    assert rc == MissingPathError.exit_code and "does not exist" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
 
 
 def test_quick_run_writes_the_report_and_the_svm_is_well_above_chance(tmp_path):

@@ -12,7 +12,7 @@ pytest.importorskip("scanpy")
 from gsrcl.demo import LABELS_KEY, format_table, load_pbmc68k, run_demo, scores, split  # noqa: E402
 from gsrcl.errors import OutputError  # noqa: E402
 
-TINY = dict(epochs=2, hidden=(64, 64, 64), out=32, head=(32, 16), val_every=1, min_epochs=0)
+TINY = dict(epochs=2, hidden=(64, 64, 64), out=32, head=(32, 16), val_every=1, min_epochs=0, svm_cv=2)
 
 
 def test_split_is_stratified_seeded_and_uses_the_log_normalised_raw_values():

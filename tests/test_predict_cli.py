@@ -18,7 +18,7 @@ from gsrcl.cli import main
 from gsrcl.plot import palette
 from tests.conftest import dataset
 
-TINY = dict(epochs=3, hidden=(64, 64, 64), out=32, head=(32, 16), val_every=1, min_epochs=0, quiet=True)
+TINY = dict(epochs=3, hidden=(64, 64, 64), out=32, head=(32, 16), val_every=1, min_epochs=0, svm_cv=2, quiet=True)
 _CACHE: dict[str, object] = {}
 
 

@@ -704,13 +704,13 @@ def run_benchmark(
     unknown = [m for m in method_names if m not in METHOD_NAMES]
     if unknown:
         raise GsrclError(f"unknown method(s) {', '.join(unknown)}; choose from {', '.join(METHOD_NAMES)}")
+    for name in task_names:  # load every task once (files, filters, labels, unseen types) before training
+        task_splits(config.tasks[name], config.data_dir, QUICK_MAX_CELLS if quick else None)
     out = Path(out) if out is not None else config.path.parent / "results"
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"cannot create the output folder {out} ({exc.strerror}): pass another --out") from None
-    for name in task_names:  # load every task once (files, filters, labels, unseen types) before training
-        task_splits(config.tasks[name], config.data_dir, QUICK_MAX_CELLS if quick else None)
 
     results = _load_previous(out / RESULTS_JSON) if merge else None
     if results is None:

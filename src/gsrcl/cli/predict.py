@@ -105,10 +105,9 @@ def run(args) -> int:
         raise
     except Exception as exc:  # noqa: BLE001 - anything else is a bug or an environment problem: one line, code 140
         log.debug("prediction failed", exc_info=True)
-        raise PredictionError(
-            f"prediction failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
-            "(rerun with -v for the traceback)"
-        ) from None
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        hint = "" if getattr(args, "verbose", False) else " (rerun with -v for the traceback)"
+        raise PredictionError(f"prediction failed: {type(exc).__name__}: {first}{hint}") from None
     if not args.quiet:
         n = summary["n_cells"]
         print(f"Annotated {n} cells with reference {summary['reference']!r} ({summary['method']}) in "
