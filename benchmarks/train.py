@@ -80,6 +80,11 @@ def _log1p(adata):
     return X
 
 
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
 def _scores(y_true, y_pred) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
@@ -104,9 +109,11 @@ def run_job(job: dict) -> dict:
     kw = dict(preset=job["preset"], seed=SEED, quiet=True, **overrides)
     if job.get("epochs"):
         kw["epochs"] = job["epochs"]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), _cpu()
     ref = train(adata, "cell_type", job["method"], **kw)
     out["seconds_train"] = time.perf_counter() - t0
+    out["cpu_seconds_train"] = _cpu() - c0  # on a shared machine, wall time overstates the cost
+    out["load_average_1min_end"] = os.getloadavg()[0]
     t, v = ref.manifest["training"], ref.manifest["validation"]
     hist = t["history"]
     runs = hist.get("runs", [hist])
@@ -132,6 +139,13 @@ def run_job(job: dict) -> dict:
         out["seconds_predict"] = time.perf_counter() - t1
         out["cells_per_second_predict"] = Xte.shape[0] / out["seconds_predict"]
         out.update(_scores(yte, np.array(model.cell_types)[proba.argmax(axis=1)]))
+        if job.get("predict_cells"):  # prediction speed on more cells (resampled), aligned the same way
+            many = _load(job["predict_cells"], seed=SEED + 1)
+            Xmany = _log1p(many)[:, [many.var_names.get_loc(g) for g in ref.genes]]
+            t1 = time.perf_counter()
+            model.predict_proba(Xmany)
+            out["cells_per_second_predict"] = Xmany.shape[0] / (time.perf_counter() - t1)
+            out["predict_cells"] = Xmany.shape[0]
         if job.get("baseline"):
             from sklearn.svm import LinearSVC
 
@@ -180,11 +194,11 @@ def _fmt(v, spec=".3f"):
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| job | s total | epochs | s/epoch | s/validation | val MCC | test macro-F1 | linear SVM F1 | ratio | peak MB | note |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| job | s total | CPU s | epochs | s/epoch | s/validation | val MCC | test macro-F1 | linear SVM F1 | ratio | peak MB | note |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
-            rows.append(f"| {_key(r['job'])} | | | | | | | | | | error: {r['error']} |")
+            rows.append(f"| {_key(r['job'])} | | | | | | | | | | | error: {r['error']} |")
             continue
         base = r.get("baseline", {}).get("macro_f1")
         ratio = r["macro_f1"] / base if base and "macro_f1" in r else None
@@ -198,7 +212,7 @@ def table(results: list[dict]) -> str:
         if "cells_per_second_predict" in r:
             note += f"{'; ' if note else ''}predict {r['cells_per_second_predict']:.0f} cells/s"
         rows.append(
-            f"| {_key(r['job'])} | {r['seconds_train']:.0f} | {r['epochs_run']} | {r['seconds_per_epoch']:.2f} | "
+            f"| {_key(r['job'])} | {r['seconds_train']:.0f} | {_fmt(r.get('cpu_seconds_train'), '.0f')} | {r['epochs_run']} | {r['seconds_per_epoch']:.2f} | "
             f"{r['seconds_per_validation']:.2f} | {_fmt(r.get('validation_mcc'))} | {_fmt(r.get('macro_f1'))} | "
             f"{_fmt(base)} | {_fmt(ratio)} | {r['peak_rss_mb']:.0f} | {note} |"
         )
@@ -214,6 +228,8 @@ def main(argv=None) -> int:
     ap.add_argument("--preset", default="default", choices=("default", "paper"))
     ap.add_argument("--epochs", type=int, help="most epochs of the default-preset runs")
     ap.add_argument("--set", help="JSON object of method parameters for the default-preset runs")
+    ap.add_argument("--predict-cells", type=int, default=4096,
+                    help="CV runs: time prediction on this many (resampled) cells; 0: the test fold only")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=None, help="seconds per job")
     ap.add_argument("--out", type=Path, default=RESULTS)
@@ -230,7 +246,8 @@ def main(argv=None) -> int:
     for m in args.method:
         base = {"method": m, "preset": args.preset, "threads": args.threads, "set": extra, "epochs": args.epochs}
         jobs += [{**base, "kind": "cells", "cells": n} for n in args.cells]
-        jobs += [{**base, "kind": "cv", "fold": f, "baseline": True} for f in range(min(args.cv, 5))]
+        jobs += [{**base, "kind": "cv", "fold": f, "baseline": True, "predict_cells": args.predict_cells}
+                 for f in range(min(args.cv, 5))]
         if args.paper_epochs:
             jobs.append({"method": m, "preset": "paper", "threads": args.threads, "kind": "paper", "fold": 0,
                          "epochs": args.paper_epochs, "set": None})

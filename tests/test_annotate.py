@@ -86,8 +86,8 @@ def test_gsrcl_probabilities_are_the_models_and_the_raw_cutoff_uses_max_raw_scor
     from gsrcl.values import to_model_input
 
     Xm = to_model_input(align(q.X, match_genes(q.var, ref.genes)), "counts")
-    np.testing.assert_allclose(out.obsm["probabilities"], ref.model.predict_proba(Xm), rtol=1e-6)
-    np.testing.assert_allclose(raw, ref.model.predict_scores(Xm), rtol=1e-6)
+    np.testing.assert_allclose(out.obsm["probabilities"], ref.model.predict_proba(Xm), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(raw, ref.model.predict_scores(Xm), rtol=1e-5, atol=1e-6)
 
     p = float(np.median(raw.max(axis=1)))  # a cut-off that splits the cells on the raw scores
     strict = annotate(q, ref, p=p, raw_cutoff=True, quiet=True)
@@ -103,7 +103,7 @@ def test_small_blocks_give_the_same_result(refdir, q):
     ref = Path(refdir) / "gsrcl"  # a path works as well as a loaded reference
     one = annotate(q, ref, quiet=True)
     many = annotate(q, ref, block_size=17, quiet=True)
-    np.testing.assert_allclose(many.obsm["raw_scores"], one.obsm["raw_scores"], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(many.obsm["raw_scores"], one.obsm["raw_scores"], rtol=1e-5, atol=1e-6)
     assert (many.obs["predicted_labels"] == one.obs["predicted_labels"]).all()
 
 
@@ -154,7 +154,7 @@ def test_one_pass_scores_and_embedding_give_the_same_result(refdir, q):
         return model.predict_scores(X), model.embed(X)
 
     model.predict_scores_and_embed = both  # the optional one-pass method an estimator may offer
-    one = annotate(q, ref, plot=True, block_size=50, quiet=True)
+    one = annotate(q, ref, plot=True, quiet=True)
     assert sum(calls) == q.n_obs
-    np.testing.assert_allclose(one.obsm["probabilities"], two.obsm["probabilities"], rtol=1e-6, atol=1e-12)
+    np.testing.assert_allclose(one.obsm["probabilities"], two.obsm["probabilities"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(one.obsm["X_tsne"], two.obsm["X_tsne"], rtol=1e-5, atol=1e-6)

@@ -125,7 +125,7 @@ def test_predict_writes_the_four_outputs_consistently(refdir, query, tmp_path):
 
     # blockwise from disk (blocks of 50 cells) == in memory in one block, through the Python API
     mem = annotate(q, Path(refdir) / "afrcl", quiet=True)
-    np.testing.assert_allclose(mem.obsm["probabilities"], P, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(mem.obsm["probabilities"], P, rtol=1e-5, atol=1e-6)
     assert (mem.obs["predicted_labels"].astype(str).to_numpy() == labels).all()
 
 
@@ -139,7 +139,7 @@ def test_two_step_verify_then_predict_matches_predicting_the_raw_file(refdir, qu
     b = pd.read_csv(direct / "probabilities.csv", index_col=0)
     assert list(a.index) == list(b.index)
     assert (a["Identified as"] == b["Identified as"]).all()
-    np.testing.assert_allclose(a.drop(columns="Identified as"), b.drop(columns="Identified as"), rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(a.drop(columns="Identified as"), b.drop(columns="Identified as"), rtol=1e-5, atol=1e-6)
     assert not (direct / "tsne.svg").exists()
     ann = ad.read_h5ad(out / "annotated.h5ad")
     assert ann.uns["gsrcl"]["source"]["verified_input"]

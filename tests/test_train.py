@@ -16,7 +16,7 @@ from gsrcl.reference import Reference
 from gsrcl.train import train
 from tests.methods.data import small_adata
 
-TINY = dict(epochs=3, hidden=[32, 32], out=16, head=[16, 8], svm_cv=2, quiet=True)
+TINY = dict(epochs=3, hidden=[32, 32], out=16, head=[16, 8], svm_cv=2, threads=1, quiet=True)
 
 
 def model_input(adata):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import logging
 import os
 import platform
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from . import __version__
+from .atomic import temp_file
 from .errors import InvalidReferenceError, MissingPathError, OutputError, ValuesError
 from .plot import UNASSIGNED, MIN_TSNE_CELLS, legend_text, palette, plot_tsne, tsne_embedding, tsne_perplexity
 
@@ -547,16 +547,6 @@ def probabilities(adata, key: str = "probabilities") -> pd.DataFrame:
 
 
 # --- files -----------------------------------------------------------------------------------------------------
-
-
-def temp_file(folder: Path, name: str) -> Path:
-    """An empty temporary file in ``folder`` for ``name``, with the permissions a plain new file gets."""
-    fd, path = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=folder)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(path, 0o666 & ~umask)
-    return Path(path)
 
 
 class _Staging:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import anndata as ad
 import pandas as pd
 
+from .atomic import temp_file
 from .errors import GeneOverlapError, InvalidReferenceError, OutputError
 from .genes import GeneMatch, align, id_symbol_hint, match_genes
 from .reference import Reference, read_manifest
@@ -136,15 +136,14 @@ def write_verified(adata: ad.AnnData, out_dir: str | os.PathLike, *, overwrite: 
         raise OutputError(f"{target} exists: pass --overwrite to replace it")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".verified.", suffix=".h5ad.tmp", dir=out_dir)
-        os.close(fd)
+        tmp = temp_file(out_dir, VERIFIED)
     except OSError as exc:
         raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
     try:
         adata.write_h5ad(tmp)
         os.replace(tmp, target)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
     return target
 

@@ -10,7 +10,7 @@ from gsrcl.methods import get_method
 from gsrcl.methods.afrcl import AFRCL
 from tests.methods.data import small_split
 
-TINY = dict(epochs=6, hidden=(64, 64), out=32, head=(32, 16), svm_cv=2, quiet=True)
+TINY = dict(epochs=6, hidden=(64, 64), out=32, head=(32, 16), svm_cv=2, threads=1, quiet=True)
 
 
 @pytest.fixture(scope="module")

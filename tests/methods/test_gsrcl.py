@@ -14,7 +14,7 @@ from gsrcl.methods.gsrcl import GsRCL
 from tests.methods.data import small_split
 
 TINY = dict(epochs=16, hidden=(64, 64), out=32, head=(32, 16), lr=1e-3, batch_size=64, shuffle=True, val_every=5,
-            min_epochs=0, svm_cv=2, quiet=True)
+            min_epochs=0, svm_cv=2, threads=1, quiet=True)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +39,7 @@ def test_learns_one_vs_rest(fitted, split):
     assert not np.allclose(scores.sum(axis=1), 1.0)  # un-normalised one-vs-rest probabilities
     np.testing.assert_allclose(p, scores / scores.sum(axis=1, keepdims=True), rtol=1e-12)
     pred = np.array(fitted.cell_types)[p.argmax(axis=1)]
-    assert f1_score(yte, pred, average="macro") > 0.6
+    assert f1_score(yte, pred, average="macro") > 0.8
 
 
 def test_one_encoder_run_distinct_checkpoints(fitted):

@@ -202,7 +202,6 @@ class AFRCL(EstimatorBase):
                  epochs_run, best_epoch, "n/a" if best is None else f"{best:.3f}", history["seconds"])
         return self
 
-
     # --- prediction ----------------------------------------------------------------------------------
     def embed(self, X) -> np.ndarray:
         self._check_fitted()

@@ -219,7 +219,7 @@ class GsRCL(EstimatorBase):
             head = ProjectionHead(p["out"], p["head"][:-1], p["head"][-1], batch_norm=batch_norm).to(device)
             opt = adam(list(encoder.parameters()) + list(head.parameters()), p["lr"], p["weight_decay"], device)
             bs = min(int(p["batch_size"]), n) if p["batch_size"] > 0 else n
-            steps = max(1, n // bs) if batch_norm else math.ceil(n / bs)  # BN needs full batches
+            steps = math.ceil(n / bs)  # the original's loader keeps the last, partial batch
             targets = {k: (y == self.cell_types[k]) for k in tasks}
             val_targets = {k: (y_val == self.cell_types[k]) for k in tasks}
             scorable = [k for k in tasks if val_targets[k].any()]
@@ -240,7 +240,7 @@ class GsRCL(EstimatorBase):
                 total = 0.0
                 for s in range(steps):
                     idx = order[s * bs : (s + 1) * bs]
-                    if len(idx) < 2:
+                    if len(idx) < 2:  # a single cell has no negatives (and breaks BatchNorm)
                         continue
                     xb = torch.from_numpy(X[idx].toarray()).to(device)
                     v1 = xb + p["noise_std"] * torch.randn_like(xb)
