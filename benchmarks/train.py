@@ -20,7 +20,8 @@ replaces its earlier entry). Examples::
     python benchmarks/train.py --method afrcl --cv 1                 # one fold, default preset
     python benchmarks/train.py --method gsrcl --cells 1000 10000
     python benchmarks/train.py --paper-epochs 3 --cells --cv 0        # paper per-epoch timing only
-    python benchmarks/train.py --method gsrcl --cv 5 --set '{"hidden": [4096, 4096, 4096], "out": 2048, "head": [512, 128]}'
+    python benchmarks/train.py --method gsrcl --cv 5 --threads 1 \
+        --set '{"hidden": [4096, 4096, 4096], "out": 2048, "head": [512, 128]}'
 """
 
 from __future__ import annotations
@@ -88,7 +89,8 @@ def _cpu() -> float:
 def _scores(y_true, y_pred) -> dict:
     from sklearn.metrics import accuracy_score, f1_score
 
-    return {"macro_f1": float(f1_score(y_true, y_pred, average="macro")), "accuracy": float(accuracy_score(y_true, y_pred))}
+    return {"macro_f1": float(f1_score(y_true, y_pred, average="macro")),
+            "accuracy": float(accuracy_score(y_true, y_pred))}
 
 
 def run_job(job: dict) -> dict:
@@ -122,7 +124,8 @@ def run_job(job: dict) -> dict:
     out.update(
         cells_train=t["cells_train"], cells_validation=t["cells_validation"], genes=t["genes"],
         epochs_run=epochs, validations=n_val, validation_mcc=v.get("score"),
-        seconds_steps=sum(r["seconds_steps"] for r in runs), seconds_validation=sum(r["seconds_validation"] for r in runs),
+        seconds_steps=sum(r["seconds_steps"] for r in runs),
+        seconds_validation=sum(r["seconds_validation"] for r in runs),
         seconds_encoder=hist["seconds_encoder"], seconds_fit=hist["seconds"],
         arrays_mb=sum(a.nbytes for a in ref.arrays.values()) / 2**20,
     )
@@ -194,7 +197,8 @@ def _fmt(v, spec=".3f"):
 
 
 def table(results: list[dict]) -> str:
-    rows = ["| job | s total | CPU s | epochs | s/epoch | s/validation | val MCC | test macro-F1 | linear SVM F1 | ratio | peak MB | note |",
+    rows = ["| job | s total | CPU s | epochs | s/epoch | s/validation | val MCC | test macro-F1 | linear SVM F1 | "
+            "ratio | peak MB | note |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         if "error" in r:
@@ -212,7 +216,8 @@ def table(results: list[dict]) -> str:
         if "cells_per_second_predict" in r:
             note += f"{'; ' if note else ''}predict {r['cells_per_second_predict']:.0f} cells/s"
         rows.append(
-            f"| {_key(r['job'])} | {r['seconds_train']:.0f} | {_fmt(r.get('cpu_seconds_train'), '.0f')} | {r['epochs_run']} | {r['seconds_per_epoch']:.2f} | "
+            f"| {_key(r['job'])} | {r['seconds_train']:.0f} | {_fmt(r.get('cpu_seconds_train'), '.0f')} | "
+            f"{r['epochs_run']} | {r['seconds_per_epoch']:.2f} | "
             f"{r['seconds_per_validation']:.2f} | {_fmt(r.get('validation_mcc'))} | {_fmt(r.get('macro_f1'))} | "
             f"{_fmt(base)} | {_fmt(ratio)} | {r['peak_rss_mb']:.0f} | {note} |"
         )
@@ -220,10 +225,12 @@ def table(results: list[dict]) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--method", nargs="+", choices=("afrcl", "gsrcl"), default=["afrcl", "gsrcl"])
     ap.add_argument("--cells", nargs="*", type=int, default=[1000], help="timing runs on N cells (none: skip)")
     ap.add_argument("--cv", type=int, default=1, help="how many of the 5 CV folds to run (0: none)")
+    ap.add_argument("--folds", nargs="+", type=int, choices=range(5), help="run these CV folds (instead of --cv)")
     ap.add_argument("--paper-epochs", type=int, default=0, help="time the paper preset over this many epochs")
     ap.add_argument("--preset", default="default", choices=("default", "paper"))
     ap.add_argument("--epochs", type=int, help="most epochs of the default-preset runs")
@@ -246,8 +253,9 @@ def main(argv=None) -> int:
     for m in args.method:
         base = {"method": m, "preset": args.preset, "threads": args.threads, "set": extra, "epochs": args.epochs}
         jobs += [{**base, "kind": "cells", "cells": n} for n in args.cells]
+        folds = args.folds if args.folds is not None else range(min(args.cv, 5))
         jobs += [{**base, "kind": "cv", "fold": f, "baseline": True, "predict_cells": args.predict_cells}
-                 for f in range(min(args.cv, 5))]
+                 for f in folds]
         if args.paper_epochs:
             jobs.append({"method": m, "preset": "paper", "threads": args.threads, "kind": "paper", "fold": 0,
                          "epochs": args.paper_epochs, "set": None})

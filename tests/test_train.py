@@ -187,7 +187,8 @@ def test_cli_train_end_to_end_and_refuses_existing_name(h5ad, tmp_path, capsys, 
     out = capsys.readouterr().out
     assert str(refdir / "mouse") in out and "validation MCC" in out
     ref = Reference.load(refdir / "mouse")
-    assert ref.method == "gsrcl" and len(ref.cell_types) == 5 and ref.manifest["training"]["labels"] == "obs['cell_type']"
+    assert ref.method == "gsrcl" and len(ref.cell_types) == 5
+    assert ref.manifest["training"]["labels"] == "obs['cell_type']"
 
     before = {p.name: p.read_bytes() for p in (refdir / "mouse").iterdir()}
 
@@ -206,7 +207,8 @@ def test_cli_labels_csv(h5ad, tmp_path, capsys):
     import anndata as ad
 
     adata = ad.read_h5ad(h5ad)
-    labels = pd.DataFrame({"cell": adata.obs_names, "label": adata.obs["cell_type"].astype(str)}).sample(frac=1.0, random_state=1)
+    labels = pd.DataFrame({"cell": adata.obs_names, "label": adata.obs["cell_type"].astype(str)})
+    labels = labels.sample(frac=1.0, random_state=1)
     csv = tmp_path / "labels.csv"
     labels.to_csv(csv, index=False)
     refdir = tmp_path / "refs"

@@ -744,7 +744,8 @@ def run_benchmark(
         entry.update({"command": command, "finished": _now(), "quick": quick, "seed": seed})
         slot["methods"][method] = entry
         if entry.get("status") == "ok":
-            slot["n_ref"], slot["n_query"] = sum(entry["n_ref"]), sum(entry["n_query"])
+            # cross-validation: reference cells per fold (mean); query cells = every cell once
+            slot["n_ref"], slot["n_query"] = round(float(np.mean(entry["n_ref"]))), sum(entry["n_query"])
             slot["reference_types"] = entry["reference_types"]
             slot["query_types"] = entry["confusion"]["rows"]
         _write_json(out / RESULTS_JSON, results)  # after every job, so that a long run can be followed
@@ -783,6 +784,9 @@ def _atomic_write(path: Path, write) -> None:
     os.close(fd)
     try:
         write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would make the report private
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -866,9 +870,12 @@ def markdown(results: dict[str, Any]) -> str:
                          f"{_side_text(spec.get('reference'))}")
         else:
             lines.append(f"Reference {_side_text(spec.get('reference'))} → query {_side_text(spec.get('query'))}")
-        if "n_ref" in t:
-            lines[-1] += (f": {t['n_ref']} reference / {t['n_query']} query cells, reference types "
-                          f"{', '.join(t['reference_types'])}")
+        done = next((e for e in t["methods"].values() if e.get("status") == "ok"), None)
+        if done:
+            n_ref, n_query = round(float(np.mean(done["n_ref"]))), sum(done["n_query"])
+            cells = (f"{n_query} cells, each predicted once by a model of ~{n_ref} cells"
+                     if spec.get("kind") == "cv" else f"{n_ref} reference / {n_query} query cells")
+            lines[-1] += f": {cells}, reference types {', '.join(done['reference_types'])}"
         if spec.get("unseen"):
             lines[-1] += f"; unseen in the query: {', '.join(spec['unseen'])}"
         if spec.get("label_map_name"):

@@ -20,7 +20,14 @@ import scipy.sparse as sp
 
 from .errors import DuplicateGenesError, GsrclError, LabelsError, ValuesError
 from .methods import METHODS, get_method
-from .methods._training import MIN_CELLS, MIN_VALIDATION_CELLS, check_labels, drop_rare_classes, resolve_device, split_validation
+from .methods._training import (
+    MIN_CELLS,
+    MIN_VALIDATION_CELLS,
+    check_labels,
+    drop_rare_classes,
+    resolve_device,
+    split_validation,
+)
 from .reference import Reference
 
 log = logging.getLogger("gsrcl.train")
@@ -54,7 +61,12 @@ def train(
         resolve_device(device)
     except ValueError as exc:
         raise GsrclError(str(exc)) from None
-    model = get_method(method)(preset=preset, epochs=epochs, seed=seed, device=device, quiet=quiet, **overrides)
+    if not 0 <= validation_size < 1:
+        raise GsrclError(f"validation_size must be at least 0 and below 1, not {validation_size}")
+    try:
+        model = get_method(method)(preset=preset, epochs=epochs, seed=seed, device=device, quiet=quiet, **overrides)
+    except (TypeError, ValueError) as exc:  # an unknown parameter or preset, a bad value
+        raise GsrclError(str(exc)) from None
 
     labels, labels_source = _labels(adata, labels_key)
     genes = pd.Index(adata.var_names.astype(str))
@@ -69,7 +81,8 @@ def train(
     from .values import detect_values, to_model_input
 
     report = detect_values(X)
-    (log.warning if report.warn else log.info)("values: %s", report.message)
+    if report.kind != "scaled":  # scaled values are refused just below, with their own message
+        (log.warning if report.warn else log.info)("values: %s", report.message)
     Xm = to_model_input(X, report)
     values = {
         "expected": report.kind,

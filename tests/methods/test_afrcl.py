@@ -94,3 +94,17 @@ def test_bad_parameters():
         AFRCL(preset="fastest")
     with pytest.raises(ValueError, match="epochs"):
         AFRCL(epochs=0)
+
+
+def test_subsampled_scoring_and_grid(split):
+    from gsrcl.methods._training import stratified_subset
+
+    Xtr, ytr, Xte, yte = split
+    sub = stratified_subset(ytr, 60, 0)
+    assert 55 <= len(sub) <= 70 and set(ytr[sub]) == set(ytr)  # every type kept, at least 5 cells each
+    assert stratified_subset(ytr, 10_000, 0) is None
+    # large references: checkpoints scored on 60 training cells, C/gamma searched on 60, the SVM fitted on all
+    m = AFRCL(**{**TINY, "epochs": 2}, score_cells=60, svm_grid_cells=60).fit(Xtr, ytr)
+    assert set(m.validation_["svm"]) >= {"C", "gamma"}
+    pred = np.array(m.cell_types)[m.predict_proba(Xte).argmax(axis=1)]
+    assert f1_score(yte, pred, average="macro") > 0.8

@@ -103,3 +103,20 @@ def test_presets():
     assert paper["epochs"] == 3001 and paper["val_every"] == 50 and paper["temperature"] == 0.07
     assert paper["ties"] == "first" and paper["selection"] == "grid" and paper["patience"] is None
     assert GsRCL(epochs=5).params["epochs"] == 5
+
+
+def test_type_without_validation_cells(split):
+    Xtr, ytr, _, _ = split
+    # a type with no validation cell (a rare class) takes the checkpoint chosen by most tasks
+    rng = np.random.default_rng(0)
+    val = rng.random(len(ytr)) < 0.25
+    val &= ytr != "NK cell"
+    m = GsRCL(**{**TINY, "epochs": 6}).fit(Xtr[~val], ytr[~val], Xtr[val], ytr[val])
+    tasks = m.validation_["tasks"]
+    assert tasks["NK cell"]["score"] is None
+    others = [tasks[t]["encoder"] for t in m.cell_types if t != "NK cell"]
+    assert tasks["NK cell"]["encoder"] == max(set(others), key=lambda j: (others.count(j), tasks_epoch(tasks, j)))
+
+
+def tasks_epoch(tasks, j):
+    return max(t["epoch"] for t in tasks.values() if t["encoder"] == j)

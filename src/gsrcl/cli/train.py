@@ -36,8 +36,10 @@ def register(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default: cpu)")
     p.add_argument("--top-genes", type=_positive_int, metavar="N",
                    help="keep only the N most variable genes (default: all genes)")
-    p.add_argument("--validation-size", type=float, default=0.2, metavar="F",
+    p.add_argument("--validation-size", type=_fraction, default=0.2, metavar="F",
                    help="share of each cell type kept for checkpoint selection (default: 0.2)")
+    p.add_argument("--threads", type=_positive_int, metavar="N",
+                   help="CPU threads for training (default: torch's choice; on a busy machine 1 can be faster)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing reference NAME")
     # Hidden: method parameters as JSON (an object, or the path of a JSON file), e.g. '{"hidden": [64, 64]}'.
     p.add_argument("--config", help=argparse.SUPPRESS)
@@ -52,6 +54,16 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 0 and below 1")
     return value
 
 
@@ -70,6 +82,14 @@ def run(args) -> int:
         if not torch.cuda.is_available():
             raise GsrclError("--device cuda was given but PyTorch sees no CUDA device here: use --device cpu")
     overrides = _config(args.config)
+    if args.threads:
+        overrides["threads"] = args.threads
+    from ..methods import get_method
+
+    try:  # unknown or bad parameters fail here, before the input is read
+        get_method(args.method)(preset=args.preset, epochs=args.epochs, seed=args.seed, **overrides)
+    except (TypeError, ValueError) as exc:
+        raise GsrclError(str(exc)) from None
 
     from ..io import read_query
     from ..train import train
@@ -150,7 +170,9 @@ def read_label_file(path: str, obs_names):
         table = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False, engine="python",
                             comment=None)
     except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
-        raise LabelsError(f"labels file {path} cannot be read as a table ({exc}): give a CSV of cell id,label") from None
+        raise LabelsError(
+            f"labels file {path} cannot be read as a table ({exc}): give a CSV of cell id,label"
+        ) from None
     if table.shape[1] < 2:
         raise LabelsError(f"labels file {path} has {table.shape[1]} column(s): it needs cell ids and labels")
     names = pd.Index(pd.Index(obs_names).astype(str))

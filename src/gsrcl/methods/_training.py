@@ -37,7 +37,8 @@ def check_labels(y, n: int | None = None) -> np.ndarray:
     empty = missing | (text == "").to_numpy() | text.str.lower().isin(["nan", "none"]).to_numpy()
     if empty.any():
         raise LabelsError(
-            f"{int(empty.sum())} of {len(s)} cells have no label (NaN or empty, e.g. cell #{int(np.flatnonzero(empty)[0])}): "
+            f"{int(empty.sum())} of {len(s)} cells have no label (NaN or empty, e.g. cell "
+            f"#{int(np.flatnonzero(empty)[0])}): "
             "give every cell a label or remove those cells before training"
         )
     return text.to_numpy(dtype=str)
@@ -152,10 +153,6 @@ def sparse_tensor(X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     return to_torch_sparse(X, device=device)
 
 
-def dense_tensor(X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
-    return torch.from_numpy(as_csr(X).toarray()).to(device)
-
-
 def encode(encoder: torch.nn.Module, X, device: torch.device, block: int = BLOCK) -> np.ndarray:
     """The encoder's output for every row of X, in blocks of ``block`` rows, eval mode, no autograd."""
     X = as_csr(X)
@@ -228,6 +225,69 @@ def _sklearn_grid(grid) -> Any:
     return [{"C": [c], "gamma": [g]} for c, g in pairs]
 
 
+def stratified_subset(y: np.ndarray, n: int | None, seed: int) -> np.ndarray | None:
+    """Sorted indices of about ``n`` cells with each class's share kept (at least min(its cells, 5) of each);
+    None when ``n`` is None or there are no more than ``n`` cells (use them all)."""
+    if n is None or len(y) <= n:
+        return None
+    rng = np.random.default_rng(seed)
+    names, counts = np.unique(y, return_counts=True)
+    picked = []
+    for cls, count in zip(names, counts):
+        take = min(count, max(5, int(round(n * count / len(y)))))
+        picked.append(rng.permutation(np.flatnonzero(y == cls))[:take])
+    return np.sort(np.concatenate(picked))
+
+
+def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells: int | None = None):
+    """The final RBF SVC with Platt probabilities: C and gamma by stratified CV over the paper grid (MCC).
+
+    With ``grid_cells``, the grid search runs on a stratified subset of that many cells (its cost grows with
+    the square of the cells: 80 fits) and the chosen setting is then fitted on all cells."""
+    from ..svm import PAPER_GRID, fit_svc
+
+    smallest = int(np.unique(y, return_counts=True)[1].min())
+    folds = max(2, min(int(cv), smallest))
+    sub = stratified_subset(y, grid_cells, seed)
+    if sub is None:
+        return fit_svc(emb, y, grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=1)
+    chosen = fit_svc(emb[sub], y[sub], grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=1,
+                     probability=False)
+    best = dict(chosen.best_params_)
+    final = fit_svc(emb, y, grid={k: [v] for k, v in best.items()}, cv=2, scoring="mcc", seed=seed, n_jobs=1)
+    final.best_params_, final.cv_score_ = best, chosen.cv_score_
+    return final
+
+
+# --- fitted SVMs ----------------------------------------------------------------------------------------------
+def vstack(A, B) -> sp.csr_matrix:
+    return sp.vstack([A, B], format="csr")
+
+
+def svc_params(svc) -> dict[str, Any]:
+    """The SVM's chosen C and gamma and its CV score (for the manifest)."""
+    cv = getattr(svc, "cv_score_", float("nan"))
+    return jsonable({**dict(getattr(svc, "best_params_", {}) or {}), "cv_mcc": None if math.isnan(cv) else cv})
+
+
+def column_order(svc, labels: list) -> np.ndarray:
+    classes = [c.item() if isinstance(c, np.generic) else c for c in svc.classes_]
+    classes = [str(c) for c in classes]
+    return np.array([classes.index(str(t)) for t in labels])
+
+
+def check_svc(svc, labels: list, n_features: int, what: str) -> None:
+    classes = sorted(str(c) for c in svc.classes_)
+    if classes != sorted(str(t) for t in labels):
+        raise ValueError(f"{what} has classes {classes[:5]}, expected {sorted(map(str, labels))[:5]}")
+    n_in = getattr(svc, "n_features_in_", None)
+    if n_in is None:
+        sv = getattr(svc, "support_vectors_", None)
+        n_in = None if sv is None else np.asarray(sv).shape[1]
+    if n_in is not None and int(n_in) != int(n_features):
+        raise ValueError(f"{what} takes {n_in} features but the encoder gives {n_features}")
+
+
 def better(score: float, best: float | None, ties: str) -> bool:
     """Whether a checkpoint scoring ``score`` replaces the one scoring ``best``.
 
@@ -254,7 +314,8 @@ class EstimatorBase:
         unknown = sorted(set(overrides) - set(self.PRESETS[preset]))
         if unknown:
             raise TypeError(
-                f"unknown {self.method_name} parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(self.PRESETS[preset]))}"
+                f"unknown {self.method_name} parameter(s) {', '.join(unknown)}; "
+                f"known: {', '.join(sorted(self.PRESETS[preset]))}"
             )
         if epochs is not None and (int(epochs) != epochs or epochs < 1):
             raise ValueError(f"epochs must be a positive integer, not {epochs!r}")
