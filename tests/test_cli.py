@@ -75,3 +75,14 @@ def test_usage_error_exits_2():
     with pytest.raises(SystemExit) as exc:
         main(["no-such-command"])
     assert exc.value.code == 2
+
+
+def test_package_functions_stay_callable_after_their_modules_are_imported():
+    import importlib
+
+    import gsrcl
+
+    importlib.import_module("gsrcl.train")
+    importlib.import_module("gsrcl.annotate")
+    assert callable(gsrcl.train) and callable(gsrcl.annotate)
+    assert gsrcl.train.__module__ == "gsrcl.train" and gsrcl.annotate.__module__ == "gsrcl.annotate"

@@ -6,21 +6,11 @@ a query; ``gsrcl.read_query(path)`` reads any supported input; ``gsrcl.Reference
 
 __version__ = "0.1.0"
 
-_LAZY = {
-    "train": ("gsrcl.train", "train"),
-    "annotate": ("gsrcl.annotate", "annotate"),
-    "read_query": ("gsrcl.io", "read_query"),
-    "Reference": ("gsrcl.reference", "Reference"),
-}
+# Imported eagerly: the functions ``train`` and ``annotate`` must win over their modules of the same name,
+# which a lazy import would leave as the package attributes.
+from .annotate import annotate  # noqa: E402
+from .io import read_query  # noqa: E402
+from .reference import Reference  # noqa: E402
+from .train import train  # noqa: E402
 
-
-def __getattr__(name):  # imports torch and friends only when asked for
-    if name in _LAZY:
-        import importlib
-
-        module, attr = _LAZY[name]
-        return getattr(importlib.import_module(module), attr)
-    raise AttributeError(f"module 'gsrcl' has no attribute {name!r}")
-
-
-__all__ = ["__version__", *_LAZY]
+__all__ = ["__version__", "annotate", "read_query", "Reference", "train"]
