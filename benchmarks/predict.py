@@ -109,7 +109,7 @@ def _vmhwm() -> int:
 def worker_train(method: str, refdir: Path, epochs: int) -> dict:
     import anndata as ad
 
-    from gsrcl.train import train
+    from gsrcl.training import train
 
     adata = ad.read_h5ad(SOURCE)
     t0 = time.perf_counter()
@@ -119,7 +119,7 @@ def worker_train(method: str, refdir: Path, epochs: int) -> dict:
 
 
 def worker_gsrcl(query: Path, ref: Path, out: Path, block_size: int, plot: bool) -> dict:
-    from gsrcl.annotate import predict_files
+    from gsrcl.annotation import predict_files
     from gsrcl.reference import Reference
 
     base = _vmhwm()

@@ -98,7 +98,7 @@ def run_job(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from gsrcl.train import train
+    from gsrcl.training import train
 
     overrides = dict(job.get("set") or {})
     out: dict = {"job": job}

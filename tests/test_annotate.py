@@ -9,7 +9,7 @@ import anndata as ad
 import numpy as np
 import pytest
 
-from gsrcl.annotate import UNASSIGNED, annotate, assign_labels, check_p, normalise_rows, probabilities
+from gsrcl.annotation import UNASSIGNED, annotate, assign_labels, check_p, normalise_rows, probabilities
 from gsrcl.errors import GeneOverlapError, ValuesError
 from gsrcl.reference import Reference
 from tests.test_predict_cli import query_file, tiny_references

@@ -82,7 +82,7 @@ def test_package_functions_stay_callable_after_their_modules_are_imported():
 
     import gsrcl
 
-    importlib.import_module("gsrcl.train")
-    importlib.import_module("gsrcl.annotate")
+    importlib.import_module("gsrcl.training")
+    importlib.import_module("gsrcl.annotation")
     assert callable(gsrcl.train) and callable(gsrcl.annotate)
-    assert gsrcl.train.__module__ == "gsrcl.train" and gsrcl.annotate.__module__ == "gsrcl.annotate"
+    assert gsrcl.train.__module__ == "gsrcl.training" and gsrcl.annotate.__module__ == "gsrcl.annotation"

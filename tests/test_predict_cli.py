@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from gsrcl.annotate import OUTPUTS, UNASSIGNED, annotate, probabilities
+from gsrcl.annotation import OUTPUTS, UNASSIGNED, annotate, probabilities
 from gsrcl.cli import main
 from gsrcl.plot import palette
 from tests.conftest import dataset
@@ -25,7 +25,7 @@ _CACHE: dict[str, object] = {}
 def tiny_references(tmp_path_factory) -> Path:
     """REFDIR with tiny ``afrcl`` and ``gsrcl`` references (trained once per test session)."""
     if "refdir" not in _CACHE:
-        import gsrcl.train
+        import gsrcl.training
 
         ref_data = ad.read_h5ad(dataset("cellbench_celseq2_3cl.h5ad"))
         keep = np.flatnonzero(ref_data.obs["demuxlet_cls"].astype(str).to_numpy() == "SNG")
@@ -33,7 +33,7 @@ def tiny_references(tmp_path_factory) -> Path:
         ref_data = ref_data[keep].copy()
         refdir = tmp_path_factory.mktemp("refs")
         for method in ("afrcl", "gsrcl"):
-            gsrcl.train.train(ref_data, labels_key="cell_type", method=method, name=method, **TINY).save(refdir, method)
+            gsrcl.training.train(ref_data, labels_key="cell_type", method=method, name=method, **TINY).save(refdir, method)
         _CACHE["refdir"] = refdir
     return _CACHE["refdir"]
 

@@ -13,7 +13,7 @@ import pytest
 from gsrcl.cli import main
 from gsrcl.errors import InvalidReferenceError, LabelsError, OutputError
 from gsrcl.reference import Reference
-from gsrcl.train import train
+from gsrcl.training import train
 from tests.methods.data import small_adata
 
 TINY = dict(epochs=3, hidden=[32, 32], out=16, head=[16, 8], svm_cv=2, threads=1, quiet=True)
@@ -195,7 +195,7 @@ def test_cli_train_end_to_end_and_refuses_existing_name(h5ad, tmp_path, capsys, 
     def no_training(*a, **k):
         raise AssertionError("trained although the reference exists")
 
-    monkeypatch.setattr("gsrcl.train.train", no_training)
+    monkeypatch.setattr("gsrcl.training.train", no_training)
     code = main(["train", "-i", str(h5ad), "--labels", "cell_type", "-r", "mouse", "-mp", str(refdir),
                  "--config", CONFIG])
     assert code == OutputError.exit_code == 146

@@ -6,11 +6,21 @@ a query; ``gsrcl.read_query(path)`` reads any supported input; ``gsrcl.Reference
 
 __version__ = "0.1.0"
 
-# Imported eagerly: the functions ``train`` and ``annotate`` must win over their modules of the same name,
-# which a lazy import would leave as the package attributes.
-from .annotate import annotate  # noqa: E402
-from .io import read_query  # noqa: E402
-from .reference import Reference  # noqa: E402
-from .train import train  # noqa: E402
+_LAZY = {
+    "train": ("gsrcl.training", "train"),
+    "annotate": ("gsrcl.annotation", "annotate"),
+    "read_query": ("gsrcl.io", "read_query"),
+    "Reference": ("gsrcl.reference", "Reference"),
+}
 
-__all__ = ["__version__", "annotate", "read_query", "Reference", "train"]
+
+def __getattr__(name):  # torch and friends are imported only when asked for
+    if name in _LAZY:
+        import importlib
+
+        module, attr = _LAZY[name]
+        return getattr(importlib.import_module(module), attr)
+    raise AttributeError(f"module 'gsrcl' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_LAZY]

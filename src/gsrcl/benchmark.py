@@ -473,7 +473,7 @@ class OurMethod:
     ``p`` on the query aligned to the reference genes. Confidence = ``conf_score``; GsRCL also scores
     ``max_raw_score``."""
 
-    modules = ("torch", "gsrcl.train", "gsrcl.annotate", "gsrcl.methods.afrcl", "gsrcl.methods.gsrcl", "gsrcl.genes")
+    modules = ("torch", "gsrcl.training", "gsrcl.annotation", "gsrcl.methods.afrcl", "gsrcl.methods.gsrcl", "gsrcl.genes")
 
     def __init__(self, method: str, seed: int = DEFAULT_SEED, p: float = DEFAULT_P, quick: bool = False):
         self.name = self.method = method
@@ -483,7 +483,7 @@ class OurMethod:
                                + f" + gsrcl.annotate(p={p})")
 
     def fit(self, adata, labels) -> "OurMethod":
-        from .train import train
+        from .training import train
 
         overrides = dict(QUICK_OVERRIDES) if self.quick else {}
         epochs = overrides.pop("epochs", None)
@@ -494,7 +494,7 @@ class OurMethod:
     def predict(self, adata) -> Prediction:
         import anndata as ad
 
-        from .annotate import annotate
+        from .annotation import annotate
 
         genes = list(self.reference_.genes)
         query = ad.AnnData(align_to(adata.X, adata.var, genes), obs=pd.DataFrame(index=adata.obs_names),
@@ -520,7 +520,7 @@ def make_method(name: str, seed: int = DEFAULT_SEED, quick: bool = False):
 
 def ours_available() -> str | None:
     """None when ``gsrcl.train`` and ``gsrcl.annotate`` can be imported, else why not."""
-    for mod, attr in (("gsrcl.train", "train"), ("gsrcl.annotate", "annotate")):
+    for mod, attr in (("gsrcl.training", "train"), ("gsrcl.annotation", "annotate")):
         try:
             if not hasattr(importlib.import_module(mod), attr):
                 return f"{mod}.{attr} does not exist yet"

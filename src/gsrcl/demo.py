@@ -104,9 +104,9 @@ def run_demo(
     quiet: bool = False,
 ) -> list[dict[str, Any]]:
     """Run the demo; returns one row per method (accuracy, macro_f1, unassigned_pct, seconds, paths)."""
-    from .annotate import OUTPUTS, predict_files
+    from .annotation import OUTPUTS, predict_files
     from .reference import resolve
-    from .train import train
+    from .training import train
 
     out = Path(out_dir)
     settings = settings or DEMO_SETTINGS

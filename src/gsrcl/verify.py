@@ -66,11 +66,9 @@ def check_genes(query_var: pd.DataFrame, reference: Reference | dict) -> GeneMat
     return match
 
 
-def _record(match: GeneMatch, source: dict[str, Any], ref: dict[str, Any], report: ValueReport) -> dict:
+def gene_record(match: GeneMatch) -> dict[str, Any]:
+    """The gene-match numbers recorded in ``uns`` by verify and predict."""
     return {
-        "reference": ref["name"],
-        "method": ref["method"],
-        "source": source,
         "n_query_genes": int(match.n_query),
         "n_query_genes_matched": int(match.n_query_matched),
         "n_reference_genes": int(match.n_ref),
@@ -78,6 +76,15 @@ def _record(match: GeneMatch, source: dict[str, Any], ref: dict[str, Any], repor
         "n_query_genes_dropped": int(match.n_query - match.n_query_matched),
         "n_reference_genes_zero_filled": int(match.n_ref - match.n_ref_matched),
         "matched_by": {k: int(v) for k, v in match.how.items()},
+    }
+
+
+def _record(match: GeneMatch, source: dict[str, Any], ref: dict[str, Any], report: ValueReport) -> dict:
+    return {
+        "reference": ref["name"],
+        "method": ref["method"],
+        "source": source,
+        **gene_record(match),
         "reference_genes_zero_filled": list(map(str, match.missing_reference_genes(50))),
         "query_genes_dropped": list(map(str, match.dropped_query_genes(50))),
         "values": report.kind,

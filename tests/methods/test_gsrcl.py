@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import f1_score
 
 from gsrcl.methods import get_method
@@ -120,3 +121,28 @@ def test_type_without_validation_cells(split):
 
 def tasks_epoch(tasks, j):
     return max(t["epoch"] for t in tasks.values() if t["encoder"] == j)
+
+
+def test_checkpoints_spilled_to_disk_give_the_same_model(fitted, split, tmp_path, monkeypatch):
+    import tempfile
+
+    from gsrcl.methods._training import CheckpointStore
+
+    Xtr, ytr, Xte, _ = split
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    # no memory budget: every checkpoint but the first goes to a temporary folder, removed afterwards
+    spilled = GsRCL(**TINY, checkpoint_memory_mb=0).fit(Xtr, ytr)
+    assert np.array_equal(spilled.predict_scores(Xte), fitted.predict_scores(Xte))
+    assert list(tmp_path.iterdir()) == []
+
+    enc = fitted.encoders_[0]
+    with CheckpointStore(max_bytes=0) as store:
+        store.put("a", enc)
+        store.put("b", enc)
+        assert "b" in store and list(tmp_path.iterdir())  # on disk
+        for key in "ab":
+            got = store.get(key)
+            assert all(torch.equal(got[k], v) for k, v in enc.state_dict().items())
+        store.retain({"a"})
+        assert "b" not in store and "a" in store
+    assert list(tmp_path.iterdir()) == []

@@ -32,7 +32,7 @@ def _positive(text: str) -> int:
 
 
 def register(sub) -> None:
-    from ..annotate import DEFAULT_BLOCK_SIZE, TSNE_MAX_CELLS
+    from ..annotation import DEFAULT_BLOCK_SIZE, TSNE_MAX_CELLS
 
     p = sub.add_parser(
         "predict",
@@ -77,12 +77,12 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..annotate import UNASSIGNED, predict_files
+    from ..annotation import UNASSIGNED, predict_files
     from ..errors import GsrclError, PredictionError
     from ..reference import Reference, resolve
 
     try:
-        from ..annotate import check_outputs
+        from ..annotation import check_outputs
 
         check_outputs(args.outdir, args.overwrite)  # before the reference is even read
         ref = Reference.load(resolve(args.model_path, args.reference))

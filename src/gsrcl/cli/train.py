@@ -92,7 +92,7 @@ def run(args) -> int:
         raise GsrclError(str(exc)) from None
 
     from ..io import read_query
-    from ..train import train
+    from ..training import train
 
     adata = read_query(args.input, **reader_kwargs(args))
     labels, labels_note = _labels(args.labels, adata)

@@ -178,6 +178,71 @@ def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
 
+class CheckpointStore:
+    """Encoder checkpoints kept during training: in memory up to ``max_bytes`` in all, beyond that in a
+    temporary folder as plain ``.npy`` arrays (read back without pickle), removed by ``close``. GsRCL keeps
+    one checkpoint per distinct best epoch of its tasks: 485 MB each at the published width."""
+
+    def __init__(self, max_bytes: int = 1 << 30):
+        self.max_bytes = int(max_bytes)
+        self._memory: dict[Any, dict[str, torch.Tensor]] = {}
+        self._disk: dict[Any, dict[str, str]] = {}
+        self._tmp = None
+
+    def __enter__(self) -> "CheckpointStore":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __contains__(self, key) -> bool:
+        return key in self._memory or key in self._disk
+
+    def _bytes(self) -> int:
+        return sum(t.numel() * t.element_size() for st in self._memory.values() for t in st.values())
+
+    def put(self, key, module: torch.nn.Module) -> None:
+        state = snapshot(module)
+        size = sum(t.numel() * t.element_size() for t in state.values())
+        if self._memory and self._bytes() + size > self.max_bytes:
+            import os
+            import tempfile
+
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="gsrcl-checkpoints-")
+            files = {}
+            for i, (name, t) in enumerate(state.items()):
+                files[name] = os.path.join(self._tmp.name, f"{len(self._disk)}-{abs(hash(key))}-{i}.npy")
+                np.save(files[name], t.cpu().numpy(), allow_pickle=False)
+            self._disk[key] = files
+        else:
+            self._memory[key] = state
+
+    def get(self, key) -> dict[str, torch.Tensor]:
+        if key in self._memory:
+            return self._memory[key]
+        return {name: torch.from_numpy(np.load(f, allow_pickle=False)) for name, f in self._disk[key].items()}
+
+    def retain(self, keys) -> None:
+        """Forget every checkpoint whose key is not in ``keys``."""
+        import os
+
+        keys = set(keys)
+        for key in [k for k in self._memory if k not in keys]:
+            del self._memory[key]
+        for key in [k for k in self._disk if k not in keys]:
+            for f in self._disk.pop(key).values():
+                with contextlib.suppress(OSError):
+                    os.remove(f)
+
+    def close(self) -> None:
+        self._memory.clear()
+        self._disk.clear()
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
 # --- checkpoint scores ---------------------------------------------------------------------------------------
 def validation_score(selection: str, emb_tr, y_tr, emb_val, y_val, seed: int, cv: int = 5) -> float:
     """The validation MCC of a classifier fitted on the training embeddings.

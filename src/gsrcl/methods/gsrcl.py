@@ -64,6 +64,7 @@ import torch
 from ..nn import Encoder, ProjectionHead, nt_xent
 from ._training import (
     BLOCK,
+    CheckpointStore,
     EstimatorBase,
     adam,
     as_csr,
@@ -75,7 +76,6 @@ from ._training import (
     jsonable,
     prefixed,
     resolve_device,
-    snapshot,
     split_arrays,
     stratified_subset,
     svc_params,
@@ -92,6 +92,7 @@ _COMMON = {
     "noise_std": 1.0,
     "weight_decay": 1e-6,
     "svm_cv": 5,
+    "checkpoint_memory_mb": 512,  # checkpoints beyond this go to a temporary folder during training
     "svm_grid_cells": None,  # grid-search each SVM's C and gamma on at most this many cells (None: all)
     "score_cells": None,  # training cells of the classifiers that score each checkpoint (None: all)
     "threads": None,
@@ -119,8 +120,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     },
     "default": {
         **_COMMON,
-        "hidden": (2048, 2048, 2048),
-        "out": 1024,
+        "hidden": (4096, 4096, 4096),
+        "out": 2048,
         "head": (512, 128),
         "batch_norm": "auto",
         "lr": 1e-4,
@@ -166,39 +167,17 @@ class GsRCL(EstimatorBase):
         batch_norm = X.shape[0] > p["batch_size"] if p["batch_norm"] == "auto" else bool(p["batch_norm"])
         self.batch_norm_ = batch_norm
         runs = [list(range(K))] if not self.independent_encoders else [[k] for k in range(K)]
-        checkpoints: dict[tuple[int, int], dict[str, torch.Tensor]] = {}
         choice: dict[int, tuple[int, int]] = {}
         scores: dict[int, float | None] = {}
         histories = []
-        for r, tasks in enumerate(runs):
-            ck, ch, sc, hist = self._train_run(X, y, X_val, y_val, tasks, r, batch_norm, device)
-            checkpoints.update(ck)
-            choice.update(ch)
-            scores.update(sc)
-            histories.append(hist)
-        train_seconds = time.perf_counter() - t0
-
-        # one encoder per distinct checkpoint; each task's binary SVM on its checkpoint's embeddings
-        keys = sorted(set(choice.values()))
-        if p["svm_cells"] == "train+val" and len(y_val):
-            X_svm, y_svm = vstack(X, X_val), np.concatenate([y, y_val])
-        else:
-            X_svm, y_svm = X, y
-        with torch_session(self.seed, p["threads"], device):
-            self.encoders_, self.svcs_ = [], [None] * K
-            for key in keys:
-                enc = self._new_encoder(X.shape[1], batch_norm, device)
-                enc.load_state_dict(checkpoints[key])
-                enc.eval()
-                self.encoders_.append(enc)
-                emb = encode(enc, X_svm, device, p["block"])
-                for k in range(K):
-                    if choice[k] == key:
-                        target = (y_svm == self.cell_types[k]).astype(np.int64)
-                        self.svcs_[k] = fit_final_svc(emb, target, p["svm_cv"], self.seed + k, p["svm_grid_cells"])
-        self.encoders_ = [enc.cpu() for enc in self.encoders_]  # prediction runs on the CPU
-        self.task_encoder_ = [keys.index(choice[k]) for k in range(K)]
-        self._set_positive_columns()
+        with CheckpointStore(p["checkpoint_memory_mb"] << 20) as store:
+            for r, tasks in enumerate(runs):
+                ch, sc, hist = self._train_run(X, y, X_val, y_val, tasks, r, batch_norm, device, store, choice)
+                choice.update(ch)
+                scores.update(sc)
+                histories.append(hist)
+            train_seconds = time.perf_counter() - t0
+            self._build(store, choice, X, y, X_val, y_val, batch_norm, device)
         history = histories[0] if len(histories) == 1 else {"runs": histories}
         history["seconds"] = time.perf_counter() - t0
         history["seconds_encoder"] = train_seconds
@@ -216,22 +195,49 @@ class GsRCL(EstimatorBase):
                                      "encoder": self.task_encoder_[k], "svm": svc_params(self.svcs_[k])}
                 for k in range(K)
             },
-            "encoders": [{"run": r, "epoch": e} for r, e in keys],
+            "encoders": [{"run": r, "epoch": e} for r, e in self.checkpoints_],
             "epochs_run": [h["epochs_run"] for h in histories],
             "stopped_early": [h["stopped_early"] for h in histories],
             "svm_cells": p["svm_cells"] if len(y_val) else "train",
         })
         log.info("gsrcl: %d distinct checkpoint(s) for %d tasks, mean validation MCC %s, %.1f s",
-                 len(keys), K, self.validation_["score"], history["seconds"])
+                 len(self.encoders_), K, self.validation_["score"], history["seconds"])
         return self
+
+    def _build(self, store, choice, X, y, X_val, y_val, batch_norm, device) -> None:
+        """One encoder per distinct chosen checkpoint; each task's binary SVM on its checkpoint's embeddings."""
+        p = self.params
+        K = len(self.cell_types)
+        keys = sorted(set(choice.values()))
+        if p["svm_cells"] == "train+val" and len(y_val):
+            X_svm, y_svm = vstack(X, X_val), np.concatenate([y, y_val])
+        else:
+            X_svm, y_svm = X, y
+        self.encoders_, self.svcs_ = [], [None] * K
+        with torch_session(self.seed, p["threads"], device):
+            for key in keys:
+                enc = self._new_encoder(X.shape[1], batch_norm, device)
+                enc.load_state_dict(store.get(key))
+                enc.eval()
+                emb = encode(enc, X_svm, device, p["block"])
+                self.encoders_.append(enc.cpu())  # prediction runs on the CPU
+                for k in range(K):
+                    if choice[k] == key:
+                        target = (y_svm == self.cell_types[k]).astype(np.int64)
+                        self.svcs_[k] = fit_final_svc(emb, target, p["svm_cv"], self.seed + k, p["svm_grid_cells"])
+                store.retain(set(choice.values()) - {key})
+        self.task_encoder_ = [keys.index(choice[k]) for k in range(K)]
+        self.checkpoints_ = keys
+        self._set_positive_columns()
 
     def _new_encoder(self, n_genes: int, batch_norm: bool, device) -> Encoder:
         p = self.params
         return Encoder(n_genes, p["hidden"], p["out"], batch_norm=batch_norm,
                        input_dropout=p["input_dropout"]).to(device)
 
-    def _train_run(self, X, y, X_val, y_val, tasks, run, batch_norm, device):
-        """Train one encoder; return the checkpoints chosen by ``tasks``, keyed (run, epoch)."""
+    def _train_run(self, X, y, X_val, y_val, tasks, run, batch_norm, device, store, chosen):
+        """Train one encoder; keep in ``store`` the checkpoints chosen by ``tasks``, keyed (run, epoch), next to
+        those ``chosen`` by earlier runs; return each task's key and score, and the history."""
         p = self.params
         seed = self.seed + run
         n = X.shape[0]
@@ -249,7 +255,6 @@ class GsRCL(EstimatorBase):
             scorable = [k for k in tasks if val_targets[k].any()]
             best: dict[int, float | None] = {k: None for k in tasks}
             best_epoch: dict[int, int | None] = {k: None for k in tasks}
-            kept: dict[int, dict[str, torch.Tensor]] = {}
             top = -math.inf
             since, stopped_early = 0, False
             history = {"loss": [], "validation": [], "seconds_steps": 0.0, "seconds_validation": 0.0}
@@ -292,9 +297,8 @@ class GsRCL(EstimatorBase):
                         if better(now[k], best[k], p["ties"]):
                             best[k], best_epoch[k], wanted = now[k], epoch + 1, True
                     if wanted:
-                        kept[epoch + 1] = snapshot(encoder)
-                    used = set(best_epoch.values())
-                    kept = {e: s for e, s in kept.items() if e in used}
+                        store.put((run, epoch + 1), encoder)
+                    store.retain(set(chosen.values()) | {(run, e) for e in best_epoch.values()})
                     # early stopping follows the mean over tasks (one task's MCC on a few cells is noisy)
                     if last_mean > top:
                         top, since = last_mean, 0
@@ -310,7 +314,7 @@ class GsRCL(EstimatorBase):
             bar.close()
             epochs_run = len(history["loss"])
             if not scorable:  # no validation cells at all: the last epoch for every task
-                kept = {epochs_run: snapshot(encoder)}
+                store.put((run, epochs_run), encoder)
                 fallback = epochs_run
             else:  # a type without validation cells takes the checkpoint chosen by most tasks (later on ties)
                 chosen = Counter(best_epoch[k] for k in scorable)
@@ -319,8 +323,7 @@ class GsRCL(EstimatorBase):
                 if best_epoch[k] is None:
                     best_epoch[k] = fallback
             history.update(epochs_run=epochs_run, stopped_early=stopped_early)
-        checkpoints = {(run, e): kept[e] for e in set(best_epoch.values())}
-        return checkpoints, {k: (run, best_epoch[k]) for k in tasks}, {k: best[k] for k in tasks}, history
+        return {k: (run, best_epoch[k]) for k in tasks}, {k: best[k] for k in tasks}, history
 
     def _set_positive_columns(self) -> None:
         self._pos = []

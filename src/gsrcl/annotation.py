@@ -37,7 +37,7 @@ from .atomic import temp_file
 from .errors import InvalidReferenceError, MissingPathError, OutputError, ValuesError
 from .plot import UNASSIGNED, MIN_TSNE_CELLS, legend_text, palette, plot_tsne, tsne_embedding, tsne_perplexity
 
-log = logging.getLogger("gsrcl.annotate")
+log = logging.getLogger("gsrcl.annotation")
 
 DEFAULT_BLOCK_SIZE = 4096
 TSNE_MAX_CELLS = 50_000
@@ -212,18 +212,6 @@ def choose_kind(first_block: sp.csr_matrix, log_mode: str, ref):
     return spec, record
 
 
-def _gene_record(match) -> dict[str, Any]:
-    return {
-        "n_query_genes": int(match.n_query),
-        "n_query_genes_matched": int(match.n_query_matched),
-        "n_reference_genes": int(match.n_ref),
-        "n_reference_genes_matched": int(match.n_ref_matched),
-        "n_query_genes_dropped": int(match.n_query - match.n_query_matched),
-        "n_reference_genes_zero_filled": int(match.n_ref - match.n_ref_matched),
-        "matched_by": {k: int(v) for k, v in match.how.items()},
-    }
-
-
 def _first_rows(source, n: int) -> sp.csr_matrix:
     for _, block in source.iter_blocks(max(1, min(n, source.n_obs))):
         return block
@@ -233,7 +221,7 @@ def _first_rows(source, n: int) -> sp.csr_matrix:
 def match_query(source, ref, verify_record: dict | None = None):
     """Gene matching with the verify checks (overlap rule); a verified file must be for this reference."""
     from .genes import match_genes
-    from .verify import check_genes
+    from .verify import check_genes, gene_record
 
     if verify_record is not None:
         genes = list(map(str, source.var.index))
@@ -243,10 +231,10 @@ def match_query(source, ref, verify_record: dict | None = None):
                 f"differ from {ref.name!r}: run 'gsrcl verify' again with this reference, or pass the raw query"
             )
         match = match_genes(source.var, ref.genes)
-        record = {k: verify_record[k] for k in _gene_record(match) if k in verify_record} or _gene_record(match)
+        record = {k: verify_record[k] for k in gene_record(match) if k in verify_record} or gene_record(match)
         return match, record
     match = check_genes(source.var, ref)
-    return match, _gene_record(match)
+    return match, gene_record(match)
 
 
 @dataclass

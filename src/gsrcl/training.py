@@ -30,7 +30,7 @@ from .methods._training import (
 )
 from .reference import Reference
 
-log = logging.getLogger("gsrcl.train")
+log = logging.getLogger("gsrcl.training")
 
 
 def train(
