@@ -128,6 +128,7 @@ def run_job(job: dict) -> dict:
         seconds_validation=sum(r["seconds_validation"] for r in runs),
         seconds_encoder=hist["seconds_encoder"], seconds_fit=hist["seconds"],
         arrays_mb=sum(a.nbytes for a in ref.arrays.values()) / 2**20,
+        hyperparameters=ref.manifest["hyperparameters"],
     )
     out["seconds_per_epoch"] = out["seconds_steps"] / max(epochs, 1)
     out["seconds_per_validation"] = out["seconds_validation"] / max(n_val, 1)
