@@ -23,6 +23,7 @@ from .methods import METHODS, get_method
 from .methods._training import (
     MIN_CELLS,
     MIN_VALIDATION_CELLS,
+    as_csr,
     check_labels,
     drop_rare_classes,
     resolve_device,
@@ -173,13 +174,7 @@ def _matrix(adata) -> sp.csr_matrix:
     X = adata.X
     if X is None:
         raise ValuesError("the data has no expression matrix (X): put the values in X or pick a layer")
-    if sp.issparse(X):
-        X = X.tocsr()
-    else:
-        X = sp.csr_matrix(np.asarray(X))
-    if X.dtype != np.float32:
-        X = X.astype(np.float32)
-    return X
+    return as_csr(X)
 
 
 def _top_genes(Xm: sp.csr_matrix, genes: pd.Index, n: int):

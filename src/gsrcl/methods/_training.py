@@ -135,6 +135,22 @@ def adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+class Patience:
+    """Early stopping: stop after ``patience`` validations without a new best score, once ``min_epochs`` ran.
+    A ``patience`` of 0 or None never stops."""
+
+    def __init__(self, patience: int | None, min_epochs: int):
+        self.patience, self.min_epochs = patience, min_epochs
+        self.top, self.since = -math.inf, 0
+
+    def update(self, score: float, epochs_done: int) -> bool:
+        if score > self.top:
+            self.top, self.since = score, 0
+        else:
+            self.since += 1
+        return bool(self.patience) and self.since >= self.patience and epochs_done >= self.min_epochs
+
+
 def as_csr(X) -> sp.csr_matrix:
     """Model input as CSR float32 (a dense array is accepted too)."""
     if sp.issparse(X):

@@ -49,7 +49,6 @@ thread and 1.95 s with two.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from typing import Any
 
@@ -60,6 +59,7 @@ from ..nn import Encoder, ProjectionHead, afrcl_loss
 from ._training import (
     BLOCK,
     EstimatorBase,
+    Patience,
     adam,
     as_csr,
     better,
@@ -154,7 +154,7 @@ class AFRCL(EstimatorBase):
             history = {"loss": [], "validation": [], "skipped_steps": 0, "seconds_steps": 0.0,
                        "seconds_validation": 0.0}
             best, best_state, best_epoch = None, None, None
-            top, since = -math.inf, 0
+            patience = Patience(p["patience"], p["min_epochs"])
             stopped_early = False
             last_score = float("nan")
             bar = self._progress(p["epochs"])
@@ -188,12 +188,7 @@ class AFRCL(EstimatorBase):
                     history["validation"].append([epoch + 1, last_score])
                     if better(last_score, best, "later"):
                         best, best_state, best_epoch = last_score, snapshot(encoder), epoch + 1
-                    if last_score > top:
-                        top, since = last_score, 0
-                    else:
-                        since += 1
-                    if p["patience"] and since >= p["patience"] and epoch + 1 >= p["min_epochs"]:
-                        stopped_early = True
+                    stopped_early = patience.update(last_score, epoch + 1)
                     history["seconds_validation"] += time.perf_counter() - t_val
                 bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", val_mcc=f"{last_score:.3f}", refresh=False)
                 bar.update()

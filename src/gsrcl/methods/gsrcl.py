@@ -79,6 +79,7 @@ from ._training import (
     BLOCK,
     CheckpointStore,
     EstimatorBase,
+    Patience,
     adam,
     as_csr,
     better,
@@ -269,8 +270,8 @@ class GsRCL(EstimatorBase):
             scorable = [k for k in tasks if val_targets[k].any()]
             best: dict[int, float | None] = {k: None for k in tasks}
             best_epoch: dict[int, int | None] = {k: None for k in tasks}
-            top = -math.inf
-            since, stopped_early = 0, False
+            patience = Patience(p["patience"], p["min_epochs"])
+            stopped_early = False
             history = {"loss": [], "validation": [], "seconds_steps": 0.0, "seconds_validation": 0.0}
             last_mean = float("nan")
             bar = self._progress(p["epochs"])
@@ -314,12 +315,7 @@ class GsRCL(EstimatorBase):
                         store.put((run, epoch + 1), encoder)
                     store.retain(set(chosen.values()) | {(run, e) for e in best_epoch.values()})
                     # early stopping follows the mean over tasks (one task's MCC on a few cells is noisy)
-                    if last_mean > top:
-                        top, since = last_mean, 0
-                    else:
-                        since += 1
-                    if scorable and p["patience"] and since >= p["patience"] and epoch + 1 >= p["min_epochs"]:
-                        stopped_early = True
+                    stopped_early = patience.update(last_mean, epoch + 1) and bool(scorable)
                     history["seconds_validation"] += time.perf_counter() - t_val
                 bar.set_postfix(loss=f"{history['loss'][-1]:.4g}", val_mcc=f"{last_mean:.3f}", refresh=False)
                 bar.update()
