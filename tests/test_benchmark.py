@@ -152,3 +152,26 @@ def test_a_method_in_its_own_process_gives_the_same_predictions(tmp_path):
     here = B.run_job(task, str(config.data_dir), "svm", 1111, True)
     assert alone["splits"][0]["y_pred"] == here["splits"][0]["y_pred"]
     assert alone["splits"][0]["fit"]["peak_mib"] > 0 and alone["splits"][0]["fit"]["delta_mib"] >= 0
+
+
+def test_shared_genes_setting_trains_on_the_reference_genes_the_query_has(tmp_path):
+    config = B.load_config(CONFIG)
+    task = config.tasks["xin_to_wang_shared"]
+    dataset(task.reference.file)
+    assert task.genes == "shared"  # the config's default for every task
+    [(ref, query)] = B.task_splits(task, config.data_dir)
+    full = ad.read_h5ad(DATA / task.reference.file, backed="r").var_names
+    kept = [g for g in full if g in set(query.var_names)]
+    assert list(ref.var_names) == kept and 0 < len(kept) < len(full)
+
+    raw_cfg = json.loads(CONFIG.read_text())
+    raw_cfg["data_dir"] = str(DATA)
+    next(t for t in raw_cfg["tasks"] if t["name"] == "xin_to_wang_shared")["genes"] = "reference"
+    path = tmp_path / "tasks.json"
+    path.write_text(json.dumps(raw_cfg))
+    [(ref_all, _)] = B.task_splits(B.load_config(path).tasks["xin_to_wang_shared"], DATA)
+    assert list(ref_all.var_names) == list(full)
+    raw_cfg["genes"] = "union"
+    path.write_text(json.dumps(raw_cfg))
+    with pytest.raises(GsrclError, match="genes must be one of"):
+        B.load_config(path)

@@ -234,3 +234,64 @@ def test_cli_cuda_without_cuda(h5ad, tmp_path, capsys):
                  "--device", "cuda"])
     assert code != 0 and "no CUDA device" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_genes_from_a_query_keeps_the_shared_genes_in_reference_order():
+    adata = small_adata()
+    genes = list(adata.var_names)
+    query_genes = genes[::3][::-1] + ["NOT_A_GENE"]  # a third of the genes, reversed, plus one the reference lacks
+    ref = train(adata, "cell_type", "afrcl", genes_from=query_genes, **TINY)
+    assert ref.genes == genes[::3]
+    sel = ref.manifest["training"]["gene_selection"]
+    assert (sel["method"], sel["n"], sel["of"], sel["query_genes"]) == ("shared with the query", len(genes[::3]),
+                                                                       len(genes), len(query_genes))
+    both = train(adata, "cell_type", "afrcl", genes_from=pd.DataFrame(index=query_genes), top_genes=50, **TINY)
+    assert len(both.genes) == 50 and set(both.genes) <= set(genes[::3])
+    assert both.manifest["training"]["gene_selection"]["after"]["method"] == "shared with the query"
+
+
+def test_genes_from_sharing_no_gene_is_refused():
+    from gsrcl.errors import GeneOverlapError
+
+    with pytest.raises(GeneOverlapError, match="shares none"):
+        train(small_adata(), "cell_type", "afrcl", genes_from=["X1", "X2"], **TINY)
+
+
+def test_cli_genes_from_file_and_query(h5ad, tmp_path, capsys):
+    import anndata as ad
+
+    from gsrcl.errors import MissingPathError
+
+    adata = ad.read_h5ad(h5ad)
+    names = list(adata.var_names[:200])
+    listing = tmp_path / "genes.txt"
+    listing.write_text("\n".join(names) + "\n\n")
+    query = tmp_path / "query.h5ad"
+    adata[:20, names[:100]].copy().write_h5ad(query)
+    refdir = tmp_path / "refs"
+    base = ["train", "-i", str(h5ad), "--labels", "cell_type", "-mp", str(refdir), "--epochs", "1",
+            "--config", CONFIG]
+    assert main(base + ["-r", "from_list", "--genes-from", str(listing)]) == 0
+    assert "genes shared with the query: 200 of" in capsys.readouterr().out
+    assert Reference.load(refdir / "from_list").genes == names
+    assert main(base + ["-r", "from_query", "--genes-from", str(query), "--quiet"]) == 0
+    ref = Reference.load(refdir / "from_query")
+    assert ref.genes == names[:100]
+    assert ref.manifest["training"]["gene_selection"]["query"] == str(query)
+    assert main(base + ["-r", "missing", "--genes-from", str(tmp_path / "nope.h5ad")]) == MissingPathError.exit_code
+    assert "--genes-from" in capsys.readouterr().err
+    assert not (refdir / "missing").exists()
+
+
+def test_saved_reference_folder_follows_the_umask(saved, tmp_path):
+    import os
+    import stat
+
+    _, ref, _ = saved
+    old = os.umask(0o022)
+    try:
+        path = ref.save(tmp_path / "refs", "shared")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o755  # readable by the group and others, as a plain mkdir
+    assert stat.S_IMODE((path / "manifest.json").stat().st_mode) == 0o644

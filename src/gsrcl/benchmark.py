@@ -2,8 +2,12 @@
 
 Protocol (Abdelaal et al. 2019, Genome Biol 20:194, and their ``evaluate.R``):
 
-- every method is trained on the reference's genes; the query is aligned to them (``gsrcl.genes``, genes the
-  query lacks are zero columns; CellTypist instead leaves them out of its decision, as its own ``annotate``);
+- for a ``cross`` task with ``genes: "shared"`` (the config's default in ``benchmarks/tasks.json``), every
+  method is trained on the reference genes the query has (matched by ``gsrcl.genes``), as Abdelaal et al. used
+  the genes common to both datasets in their inter-dataset experiments (and as ``gsrcl train --genes-from``);
+  with ``genes: "reference"``, on all the reference's genes. The query is aligned to the training genes
+  (genes it lacks are zero columns; CellTypist instead leaves them out of its decision, as its own
+  ``annotate``);
 - ``macro_f1`` and ``accuracy`` are over the query cells whose type the reference has ("known" cells); an
   ``Unassigned`` known cell counts as wrong; cells of types the reference lacks ("unseen") are left out of them;
 - ``median_f1`` / ``pct_unassigned`` as Abdelaal et al.: per-class F1 on the confusion table of the known cells
@@ -58,6 +62,7 @@ OURS = ("gsrcl", "afrcl")
 BASELINES = ("svm", "svm_rejection", "celltypist")
 METHOD_NAMES = OURS + BASELINES
 KINDS = ("cross", "cv")
+GENE_SETS = ("shared", "reference")
 DEFAULT_P = 0.5
 SVM_REJECTION_THRESHOLD = 0.7
 DEFAULT_SEED = 1111
@@ -195,6 +200,7 @@ class Task:
     folds: int = 5
     seed: int = DEFAULT_SEED
     description: str = ""
+    genes: str = "reference"  # cross tasks: "shared" trains every method on the reference genes the query has
 
     def summary(self) -> dict[str, Any]:
         d = asdict(self)
@@ -235,6 +241,7 @@ def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = No
     if not isinstance(maps, dict) or not all(isinstance(m, dict) for m in maps.values()):
         raise GsrclError(f"task config {path}: 'label_maps' must map names to tables (old -> new); fix the file")
     maps = {str(k): {str(a): str(b) for a, b in m.items()} for k, m in maps.items()}
+    default_genes = raw.get("genes", "reference")
     tasks: dict[str, Task] = {}
     for i, t in enumerate(raw["tasks"]):
         name = t.get("name") if isinstance(t, dict) else None
@@ -251,6 +258,9 @@ def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = No
         query = _side(t.get("query"), f"task {name} query") if kind == "cross" else None
         if kind == "cv" and t.get("unseen"):
             raise GsrclError(f"task {name}: a cross-validation task has no unseen types; remove 'unseen'")
+        genes = t.get("genes", default_genes)
+        if genes not in GENE_SETS:
+            raise GsrclError(f"task {name}: genes must be one of {', '.join(GENE_SETS)}, not {genes!r}; fix the task config")
         folds = int(t.get("folds", 5))
         if kind == "cv" and folds < 2:
             raise GsrclError(f"task {name}: 'folds' must be at least 2")
@@ -259,6 +269,7 @@ def load_config(path: str | os.PathLike, data_dir: str | os.PathLike | None = No
             label_key=str(t.get("label_key", "cell_type")), label_map_name=map_name,
             label_map=maps.get(map_name, {}) if map_name else {}, unseen=tuple(map(str, t.get("unseen") or ())),
             folds=folds, seed=int(t.get("seed", DEFAULT_SEED)), description=str(t.get("description", "")),
+            genes=str(genes),
         )
     base = Path(data_dir) if data_dir is not None else (path.parent / str(raw.get("data_dir", "."))).resolve()
     return Config(path=path, data_dir=base, tasks=tasks, label_maps=maps)
@@ -320,11 +331,21 @@ def task_splits(task: Task, data_dir, max_cells: int | None = None) -> list[tupl
         folds = StratifiedKFold(n_splits=task.folds, shuffle=True, random_state=task.seed)
         return [(ref[tr].copy(), ref[te].copy()) for tr, te in folds.split(np.zeros(len(labels)), labels)]
     query = _cap(load_side(task.query, task, data_dir), max_cells, task.seed)
+    if task.genes == "shared":
+        ref = shared_genes(ref, query)
     unseen = sorted(set(query.obs[LABEL].astype(str)) - set(ref.obs[LABEL].astype(str)))
     if set(unseen) != set(task.unseen):
         raise GsrclError(f"task {task.name}: the query types the reference lacks are {unseen or 'none'}, but the "
                          f"config lists unseen {list(task.unseen) or 'none'}: fix 'unseen' or the label map")
     return [(ref, query)]
+
+
+def shared_genes(ref, query):
+    """``ref`` restricted to the genes ``query`` has (matched as prediction matches them), in its order."""
+    from .genes import match_genes
+
+    keep = match_genes(query.var, list(map(str, ref.var_names))).ref_to_query >= 0
+    return ref if keep.all() else ref[:, keep].copy()
 
 
 # ------------------------------------------------------------------------------------------------- methods
@@ -606,7 +627,7 @@ def _run_splits(task: Task, data_dir: str, method: str, seed: int, quick: bool) 
             result = est.predict(query)
         out["implementation"] = est.implementation
         out["splits"].append({
-            "n_ref": int(ref.n_obs), "n_query": int(query.n_obs),
+            "n_ref": int(ref.n_obs), "n_query": int(query.n_obs), "n_genes": int(ref.n_vars),
             "ref_types": sorted(set(ref.obs[LABEL].astype(str))),
             "y_true": list(_as_str(query.obs[LABEL])), "y_pred": list(_as_str(result.labels)),
             "confidence": np.asarray(result.confidence, float).tolist(),
@@ -641,6 +662,7 @@ def score_job(job: dict[str, Any]) -> dict[str, Any]:
         "confusion": confusion(y_true, y_pred, known),
         "n_ref": [s["n_ref"] for s in splits],
         "n_query": [s["n_query"] for s in splits],
+        "n_genes": [s.get("n_genes") for s in splits],
         "reference_types": known,
         "fit_seconds": [s["fit"]["seconds"] for s in splits],
         "predict_seconds": [s["predict"]["seconds"] for s in splits],
@@ -876,6 +898,9 @@ def markdown(results: dict[str, Any]) -> str:
             cells = (f"{n_query} cells, each predicted once by a model of ~{n_ref} cells"
                      if spec.get("kind") == "cv" else f"{n_ref} reference / {n_query} query cells")
             lines[-1] += f": {cells}, reference types {', '.join(done['reference_types'])}"
+        if done and spec.get("kind") == "cross" and (done.get("n_genes") or [None])[0]:
+            which = "the reference genes the query has" if spec.get("genes") == "shared" else "the reference's genes"
+            lines[-1] += f"; every method trained on {which} ({done['n_genes'][0]:,})"
         if spec.get("unseen"):
             lines[-1] += f"; unseen in the query: {', '.join(spec['unseen'])}"
         if spec.get("label_map_name"):

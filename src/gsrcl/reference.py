@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import shutil
-import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from . import __version__
+from .atomic import temp_dir
 from .errors import InvalidReferenceError, OutputError
 
 FORMAT = "gsrcl-reference"
@@ -157,7 +157,7 @@ class Reference:
         root = target.parent
         try:
             root.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=root))
+            tmp = temp_dir(root, name)
         except OSError as exc:
             raise OutputError(f"cannot write to {refdir}: {exc.strerror or exc}") from None
         old = None
@@ -169,7 +169,7 @@ class Reference:
                 json.dump(manifest, fh, indent=1)
                 fh.write("\n")
             if target.exists():
-                old = Path(tempfile.mkdtemp(prefix=f".{name}.old-", dir=root))
+                old = temp_dir(root, name, "old")
                 os.rename(target, old / "ref")
             os.rename(tmp, target)
         except BaseException:

@@ -4,7 +4,8 @@ The steps: labels checked (missing or empty labels are a LabelsError); values de
 values already log1p are used as they are, never logged twice; scaled values are refused); cell types with
 fewer than ``min_cells`` cells dropped with a warning naming them; optionally the ``top_genes`` most variable
 genes (variance of the log1p values over the reference cells; the reference's gene list is then those genes);
-a stratified validation split (``validation_size`` of each type with at least 10 cells; smaller types go to
+optionally only the genes the reference shares with a query (``genes_from``: the query's genes, matched
+as prediction matches them); a stratified validation split (``validation_size`` of each type with at least 10 cells; smaller types go to
 training only); the method's ``fit``; and a `Reference` whose manifest records all of it.
 """
 
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import DuplicateGenesError, GsrclError, LabelsError, ValuesError
+from .errors import DuplicateGenesError, GeneOverlapError, GsrclError, LabelsError, ValuesError
 from .methods import METHODS, get_method
 from .methods._training import (
     MIN_CELLS,
@@ -47,6 +48,7 @@ def train(
     quiet: bool = False,
     validation_size: float = 0.2,
     top_genes: int | None = None,
+    genes_from=None,
     min_cells: int = MIN_CELLS,
     **overrides,
 ) -> Reference:
@@ -54,6 +56,8 @@ def train(
 
     ``labels_key``: a column of ``adata.obs``, or the labels themselves (array or Series; a Series indexed
     by cell names is aligned to ``adata.obs_names``). ``overrides`` go to the method (e.g. ``hidden=(64,)``).
+    ``genes_from``: a query (AnnData, its ``var``, or gene names): train on the genes it shares with ``adata``
+    only, so the encoder never learns from genes that query will lack (applied before ``top_genes``).
     """
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -98,8 +102,11 @@ def train(
         Xm, labels = Xm[keep], labels[keep]
 
     selection = None
+    if genes_from is not None:
+        Xm, genes, selection = _shared_genes(Xm, genes, genes_from)
     if top_genes is not None:
-        Xm, genes, selection = _top_genes(Xm, genes, int(top_genes))
+        Xm, genes, top = _top_genes(Xm, genes, int(top_genes))
+        selection = top if selection is None else {**top, "after": selection}
 
     tr, va = split_validation(labels, validation_size, seed, MIN_VALIDATION_CELLS)
     types, counts = np.unique(labels, return_counts=True)
@@ -175,6 +182,28 @@ def _matrix(adata) -> sp.csr_matrix:
     if X is None:
         raise ValuesError("the data has no expression matrix (X): put the values in X or pick a layer")
     return as_csr(X)
+
+
+def _shared_genes(Xm: sp.csr_matrix, genes: pd.Index, query):
+    """The reference genes that ``query`` (AnnData, var DataFrame or gene names) has, by `match_genes`."""
+    from .genes import match_genes
+
+    var = query.var if hasattr(query, "obs") and hasattr(query, "var") else query  # AnnData or QuerySource
+    if not isinstance(var, pd.DataFrame):
+        var = pd.DataFrame(index=pd.Index([str(g) for g in var], dtype=object))
+    match = match_genes(var, list(genes))
+    keep = np.flatnonzero(match.ref_to_query >= 0)
+    if keep.size == 0:
+        raise GeneOverlapError(
+            f"the query given for the genes shares none of the reference's {len(genes)} genes ({match.summary()}): "
+            "check it is the right file, and that it is cells x genes"
+        )
+    log.info("genes: keeping the %d of %d reference genes the query has", keep.size, len(genes))
+    selection = {"method": "shared with the query", "n": int(keep.size), "of": int(len(genes)),
+                 "query_genes": int(match.n_query)}
+    if keep.size == len(genes):
+        return Xm, genes, selection
+    return Xm[:, keep].tocsr(), genes[keep], selection
 
 
 def _top_genes(Xm: sp.csr_matrix, genes: pd.Index, n: int):

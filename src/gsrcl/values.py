@@ -133,7 +133,7 @@ def detect_values(X, sample_rows: int = 2000, seed: int = 0) -> ValueReport:
                       "(z-scores), which the model cannot use; give raw counts or log1p values instead "
                       "(e.g. .raw or a counts layer)", warn=True)
     if int_frac == 1.0:
-        return report("counts", f"values are raw counts (all integral, max {vmax:.0f}): prediction takes their log1p")
+        return report("counts", f"values are raw counts (all integral, max {vmax:.0f}): the model takes their log1p")
 
     # The per-cell pattern is clear from a few hundred rows.
     P = S[:: max(1, S.shape[0] // 500)]
@@ -150,10 +150,10 @@ def detect_values(X, sample_rows: int = 2000, seed: int = 0) -> ValueReport:
                           "gives back counts times a per-cell factor; taken as natural log1p and used as they are",
                           base=math.e, warn=True)
         return report("normalized", f"values are non-integer and not logged (max {vmax:.4g}; CPM/TPM-like?): "
-                      "prediction takes their log1p; give raw counts if you have them", warn=True)
+                      "the model takes their log1p; give raw counts if you have them", warn=True)
     if best is None:
         return report("normalized", f"values are per-cell normalised counts, not logged, max {vmax:.4g}; "
-                      f"{_row_sum_note(p, P, 'their')}: prediction takes their log1p; give raw counts if you "
+                      f"{_row_sum_note(p, P, 'their')}: the model takes their log1p; give raw counts if you "
                       "have them", warn=True)
 
     y = np.expm1(p * math.log(best))
@@ -165,7 +165,7 @@ def detect_values(X, sample_rows: int = 2000, seed: int = 0) -> ValueReport:
         found = f"{_BASE_NAMES[best]} of per-cell normalised counts, max {vmax:.3g}; {_row_sum_note(y, P, inverse)}"
     if best == math.e:
         return report("log1p", f"values are {found}: used as they are", base=best)
-    return report("log1p", f"values are {found}: prediction converts them to natural log1p (x * ln {best:g})",
+    return report("log1p", f"values are {found}: they are converted to natural log1p (x * ln {best:g})",
                   base=best, warn=True)
 
 

@@ -146,3 +146,14 @@ def test_checkpoints_spilled_to_disk_give_the_same_model(fitted, split, tmp_path
         store.retain({"a"})
         assert "b" not in store and "a" in store
     assert list(tmp_path.iterdir()) == []
+
+
+def test_large_references_validate_and_stop_by_steps():
+    from gsrcl.methods._training import step_schedule
+
+    p = GsRCL().params
+    # 640 and 800 training cells (5 and 7 steps of 128): the preset's epochs, as measured
+    assert step_schedule(p, 5) == (5, 20) and step_schedule(p, 7) == (5, 20)
+    # 8,000 training cells (63 steps): every epoch, and at least 140 steps rather than 20 epochs
+    assert step_schedule(p, 63) == (1, 3)
+    assert step_schedule(GsRCL(preset="paper").params, 1) == (50, 0)  # the paper's schedule is untouched

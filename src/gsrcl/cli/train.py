@@ -36,6 +36,9 @@ def register(sub) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default: cpu)")
     p.add_argument("--top-genes", type=_positive_int, metavar="N",
                    help="keep only the N most variable genes (default: all genes)")
+    p.add_argument("--genes-from", metavar="QUERY",
+                   help="train only on the genes this query has (any format the readers take, or a text file "
+                   "of gene names, one per line): use it when the query lacks many of the training genes")
     p.add_argument("--validation-size", type=_fraction, default=0.2, metavar="F",
                    help="share of each cell type kept for checkpoint selection (default: 0.2)")
     p.add_argument("--threads", type=_positive_int, metavar="N",
@@ -94,15 +97,18 @@ def run(args) -> int:
     from ..io import read_query
     from ..training import train
 
+    genes_from = _query_genes(args.genes_from) if args.genes_from else None
     adata = read_query(args.input, **reader_kwargs(args))
     labels, labels_note = _labels(args.labels, adata)
     ref = train(
         adata, labels, args.method, name=args.reference, preset=args.preset, epochs=args.epochs, seed=args.seed,
         device=args.device, quiet=args.quiet, validation_size=args.validation_size, top_genes=args.top_genes,
-        **overrides,
+        genes_from=genes_from, **overrides,
     )
     ref.manifest["training"]["labels"] = labels_note
     ref.manifest["training"]["input"] = os.path.abspath(args.input)
+    if args.genes_from:
+        ref.manifest["training"]["gene_selection"]["query"] = os.path.abspath(args.genes_from)
     path = ref.save(args.model_path, args.reference, overwrite=args.overwrite)
     if not args.quiet:
         print(summary(ref, path))
@@ -118,11 +124,35 @@ def summary(ref, path) -> str:
         + ", ".join(f"{k} {n}" for k, n in t["cells_per_type"].items()) + ")",
         f"  cells: {t['cells']} ({t['cells_train']} training, {t['cells_validation']} validation), genes: {t['genes']}",
     ]
+    sel = t.get("gene_selection") or {}
+    if sel.get("method") == "shared with the query" or (sel.get("after") or {}).get("method") == "shared with the query":
+        shared = sel if sel.get("method") == "shared with the query" else sel["after"]
+        lines.append(f"  genes shared with the query: {shared['n']} of {shared['of']}")
     if t.get("dropped_classes"):
         lines.append("  dropped (too few cells): " + ", ".join(f"{k} {n}" for k, n in t["dropped_classes"].items()))
     lines.append("  validation MCC: " + ("n/a (no validation cells)" if score is None else f"{score:.3f}"))
     lines.append(f"  saved to {path}")
     return "\n".join(lines)
+
+
+def _query_genes(path: str):
+    """The genes of ``--genes-from``: a text file of names (one per line), or any query the readers open
+    (only its gene names are read)."""
+    import pandas as pd
+
+    from ..errors import GeneNamesError, MissingPathError
+
+    if not os.path.exists(path):
+        raise MissingPathError(f"--genes-from {path} does not exist: give the query file (or a list of genes)")
+    if path.lower().endswith((".txt", ".txt.gz")):
+        names = pd.read_csv(path, header=None, dtype=str, keep_default_na=False).iloc[:, 0].str.strip()
+        names = names[names != ""]
+        if names.empty:
+            raise GeneNamesError(f"--genes-from {path} lists no gene: give one gene name per line")
+        return pd.DataFrame(index=pd.Index(names.to_numpy(), dtype=object))
+    from ..io import open_query
+
+    return open_query(path).var
 
 
 def _config(text: str | None) -> dict:

@@ -135,6 +135,19 @@ def adam(params, lr: float, weight_decay: float, device: torch.device) -> torch.
         return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
 
 
+def step_schedule(p: dict[str, Any], steps_per_epoch: int) -> tuple[int, int]:
+    """``(val_every, min_epochs)`` for this many optimiser steps per epoch. With ``val_steps`` / ``min_steps``
+    set, a large reference (many steps per epoch) validates and may stop after as many STEPS as a small one
+    would, instead of as many epochs: never later than ``val_every`` / ``min_epochs`` epochs."""
+    val_every, min_epochs = int(p["val_every"]), int(p["min_epochs"])
+    steps = max(1, int(steps_per_epoch))
+    if p.get("val_steps"):
+        val_every = max(1, min(val_every, math.ceil(p["val_steps"] / steps)))
+    if p.get("min_steps"):
+        min_epochs = min(min_epochs, math.ceil(p["min_steps"] / steps))
+    return val_every, min_epochs
+
+
 class Patience:
     """Early stopping: stop after ``patience`` validations without a new best score, once ``min_epochs`` ran.
     A ``patience`` of 0 or None never stops."""

@@ -80,6 +80,7 @@ from ._training import (
     CheckpointStore,
     EstimatorBase,
     Patience,
+    step_schedule,
     adam,
     as_csr,
     better,
@@ -126,6 +127,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "shuffle": False,
         "epochs": 3001,
         "val_every": 50,
+        "val_steps": None,
+        "min_steps": None,
         "selection": "grid",
         "patience": None,
         "min_epochs": 0,
@@ -143,6 +146,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "shuffle": True,
         "epochs": 100,
         "val_every": 5,
+        # in steps for large references: 35 / 140 steps are the 5 / 20 epochs of 800 training cells
+        "val_steps": 35,
+        "min_steps": 140,
         "selection": "quick",
         "patience": 3,
         "min_epochs": 20,
@@ -270,7 +276,8 @@ class GsRCL(EstimatorBase):
             scorable = [k for k in tasks if val_targets[k].any()]
             best: dict[int, float | None] = {k: None for k in tasks}
             best_epoch: dict[int, int | None] = {k: None for k in tasks}
-            patience = Patience(p["patience"], p["min_epochs"])
+            val_every, min_epochs = step_schedule(p, steps)
+            patience = Patience(p["patience"], min_epochs)
             stopped_early = False
             history = {"loss": [], "validation": [], "seconds_steps": 0.0, "seconds_validation": 0.0}
             last_mean = float("nan")
@@ -298,7 +305,7 @@ class GsRCL(EstimatorBase):
                 last = epoch == p["epochs"] - 1
                 t_val = time.perf_counter()
                 history["seconds_steps"] += t_val - t_epoch
-                if len(y_val) and (epoch % p["val_every"] == 0 or last):
+                if len(y_val) and (epoch % val_every == 0 or last):
                     emb_tr = encode(encoder, X_score, device, p["block"])
                     emb_val = encode(encoder, X_val, device, p["block"])
                     now = {k: validation_score(p["selection"], emb_tr, targets[k].astype(np.int64), emb_val,
