@@ -194,7 +194,7 @@ def test_unexpected_failure_is_exit_140_one_line_and_leaves_out_unchanged(refdir
     capsys.readouterr()
     assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out, "--block-size", 40) == 140
     assert snapshot(out) == before  # no temporary file, no partial output
-    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning:")]
     assert len(err) == 1 and "simulated failure" in err[0] and "Traceback" not in err[0]
 
 
@@ -219,7 +219,7 @@ def _with_extra_genes(query: Path, n_extra: int, dest: Path) -> Path:
     return dest
 
 
-def test_gene_overlap_rule_just_over_half_works_half_fails_139(refdir, query, tmp_path):
+def test_gene_overlap_rule_just_over_half_works_half_fails_139(refdir, query, tmp_path, capsys):
     q = ad.read_h5ad(query, backed="r")
     from gsrcl.genes import match_genes
     from gsrcl.reference import Reference
@@ -229,7 +229,11 @@ def test_gene_overlap_rule_just_over_half_works_half_fails_139(refdir, query, tm
     q.file.close()
     over = _with_extra_genes(query, 2 * matched - n - 1, tmp_path / "over.h5ad")  # matched / total just > 0.5
     half = _with_extra_genes(query, 2 * matched - n, tmp_path / "half.h5ad")  # exactly 0.5
+    capsys.readouterr()
     assert predict("-i", over, "-r", "afrcl", "-mp", refdir, "-o", tmp_path / "ok", "--no-plot") == 0
+    # the query (Drop-seq) has about half of the reference's (CEL-seq2) genes: the warning says what to do
+    warning = [line for line in capsys.readouterr().err.splitlines() if "reference genes" in line]
+    assert len(warning) == 1 and "--genes-from" in warning[0]
     assert predict("-i", half, "-r", "afrcl", "-mp", refdir, "-o", tmp_path / "fail") == 139
     assert not (tmp_path / "fail").exists()
 

@@ -8,20 +8,10 @@ from sklearn.metrics import f1_score
 
 from gsrcl.methods import get_method
 from gsrcl.methods.afrcl import AFRCL
-from tests.methods.data import small_split
 
 TINY = dict(epochs=6, hidden=(64, 64), out=32, head=(32, 16), svm_cv=2, threads=1, quiet=True)
 
-
-@pytest.fixture(scope="module")
-def split():
-    return small_split()
-
-
-@pytest.fixture(scope="module")
-def fitted(split):
-    Xtr, ytr, _, _ = split
-    return AFRCL(**TINY).fit(Xtr, ytr)
+METHOD = AFRCL  # fitted once with TINY by the ``fitted`` fixture (tests/methods/conftest.py)
 
 
 def test_learns_cell_types(fitted, split):

@@ -12,21 +12,11 @@ from sklearn.metrics import f1_score
 from gsrcl.methods import get_method
 from gsrcl.methods._training import better
 from gsrcl.methods.gsrcl import GsRCL
-from tests.methods.data import small_split
 
 TINY = dict(epochs=16, hidden=(64, 64), out=32, head=(32, 16), lr=1e-3, batch_size=64, shuffle=True, val_every=5,
             min_epochs=0, svm_cv=2, threads=1, quiet=True)
 
-
-@pytest.fixture(scope="module")
-def split():
-    return small_split()
-
-
-@pytest.fixture(scope="module")
-def fitted(split):
-    Xtr, ytr, _, _ = split
-    return GsRCL(**TINY).fit(Xtr, ytr)
+METHOD = GsRCL  # fitted once with TINY by the ``fitted`` fixture (tests/methods/conftest.py)
 
 
 def test_learns_one_vs_rest(fitted, split):

@@ -36,3 +36,32 @@ def reader_kwargs(args: argparse.Namespace) -> dict:
         "layer": args.layer,
         "use_raw": args.use_raw,
     }
+
+
+# --- argparse value types ----------------------------------------------------------------------------------
+def _number(text: str, kind: type, what: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+
+
+def positive_int(text: str) -> int:
+    value = _number(text, int, "a whole number")
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def probability(text: str) -> float:
+    value = _number(text, float, "a number")
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
+    return value
+
+
+def fraction(text: str) -> float:
+    value = _number(text, float, "a number")
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 0 and below 1")
+    return value

@@ -6,29 +6,9 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .common import add_common_arguments, add_input_arguments, reader_kwargs
+from .common import add_common_arguments, add_input_arguments, positive_int, probability, reader_kwargs
 
 log = logging.getLogger("gsrcl.predict")
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
-    return value
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive number")
-    return value
 
 
 def register(sub) -> None:
@@ -54,7 +34,7 @@ def register(sub) -> None:
     p.add_argument("-mp", "--model-path", required=True, metavar="REFDIR", help="folder holding the references")
     p.add_argument("-o", "--outdir", default=".", metavar="OUT",
                    help="output folder (default: .); without -i, OUT/verified.h5ad from 'gsrcl verify' is the query")
-    p.add_argument("-p", "--probability", type=_probability, default=0.5, metavar="P",
+    p.add_argument("-p", "--probability", type=probability, default=0.5, metavar="P",
                    help="probability cut-off in [0, 1] (default 0.5): a cell whose probability is <= P is "
                    "'Unassigned'; scPred and the GsRCL authors suggest 0.9 for a stricter call")
     p.add_argument("--raw-cutoff", action="store_true",
@@ -65,9 +45,9 @@ def register(sub) -> None:
     p.add_argument("-l", "--log", choices=("auto", "0", "1"), default="auto",
                    help="auto (default): detect the values; 1: the input is raw counts (log1p is applied); "
                    "0: the input is already natural log(1+x)")
-    p.add_argument("--block-size", type=_positive, default=DEFAULT_BLOCK_SIZE, metavar="N",
+    p.add_argument("--block-size", type=positive_int, default=DEFAULT_BLOCK_SIZE, metavar="N",
                    help=f"cells read and predicted at a time (default {DEFAULT_BLOCK_SIZE}); lower it to use less memory")
-    p.add_argument("--tsne-cells", type=_positive, default=TSNE_MAX_CELLS, metavar="N",
+    p.add_argument("--tsne-cells", type=positive_int, default=TSNE_MAX_CELLS, metavar="N",
                    help=f"at most N cells (a seeded random subset) in the t-SNE (default {TSNE_MAX_CELLS:,})")
     p.add_argument("--no-plot", action="store_true", help="do not compute the t-SNE or write tsne.svg")
     p.add_argument("--seed", type=int, default=0, help="seed of the t-SNE and of its subset (default 0)")

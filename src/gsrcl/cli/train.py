@@ -8,7 +8,7 @@ import logging
 import os
 from pathlib import Path
 
-from .common import add_common_arguments, add_input_arguments, reader_kwargs
+from .common import add_common_arguments, add_input_arguments, fraction, positive_int, reader_kwargs
 
 log = logging.getLogger("gsrcl.train")
 
@@ -31,43 +31,23 @@ def register(sub) -> None:
     p.add_argument("--method", choices=("afrcl", "gsrcl"), default="afrcl", help="method (default: afrcl)")
     p.add_argument("--preset", choices=("default", "paper"), default="default",
                    help="default: tuned for speed at the same accuracy; paper: the published settings")
-    p.add_argument("--epochs", type=_positive_int, metavar="N", help="most epochs (default: from the preset)")
+    p.add_argument("--epochs", type=positive_int, metavar="N", help="most epochs (default: from the preset)")
     p.add_argument("--seed", type=int, default=1111, help="random seed (default: 1111)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--top-genes", type=_positive_int, metavar="N",
+    p.add_argument("--top-genes", type=positive_int, metavar="N",
                    help="keep only the N most variable genes (default: all genes)")
     p.add_argument("--genes-from", metavar="QUERY",
                    help="train only on the genes this query has (any format the readers take, or a text file "
                    "of gene names, one per line): use it when the query lacks many of the training genes")
-    p.add_argument("--validation-size", type=_fraction, default=0.2, metavar="F",
+    p.add_argument("--validation-size", type=fraction, default=0.2, metavar="F",
                    help="share of each cell type kept for checkpoint selection (default: 0.2)")
-    p.add_argument("--threads", type=_positive_int, metavar="N",
+    p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads for training (default: torch's choice; on a busy machine 1 can be faster)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing reference NAME")
     # Hidden: method parameters as JSON (an object, or the path of a JSON file), e.g. '{"hidden": [64, 64]}'.
     p.add_argument("--config", help=argparse.SUPPRESS)
     add_common_arguments(p)
     p.set_defaults(func=run)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 0 and below 1")
-    return value
 
 
 def run(args) -> int:

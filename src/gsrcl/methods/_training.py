@@ -435,6 +435,17 @@ class EstimatorBase:
         """The resolved parameters, JSON-able, for the manifest."""
         return {"preset": self.preset, "seed": self.seed, **jsonable(self.params)}
 
+    @classmethod
+    def _from_config(cls, config: dict[str, Any], **kwargs):
+        """An unfitted estimator with the saved ``hyperparameters`` of ``config`` (``from_state``'s first step)."""
+        if config.get("method") != cls.method_name:
+            raise ValueError(f"the model config is for method {config.get('method')!r}, not {cls.method_name!r}")
+        hp = dict(config.get("hyperparameters", {}))
+        extra = {k: hp.pop(k, v) for k, v in kwargs.items()}
+        model = cls(preset=hp.pop("preset", "default"), seed=hp.pop("seed", 1111), quiet=True, **extra)
+        model.params.update({k: v for k, v in hp.items() if k in model.params})
+        return model
+
     def _progress(self, total: int):
         from tqdm.auto import tqdm
 

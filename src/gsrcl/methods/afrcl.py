@@ -264,14 +264,10 @@ class AFRCL(EstimatorBase):
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "AFRCL":
         from ..svm import PortableSVC
 
-        if config.get("method") != "afrcl":
-            raise ValueError(f"the model config is for method {config.get('method')!r}, not 'afrcl'")
+        model = cls._from_config(config)
         stray = sorted(k for k in arrays if not k.startswith(("encoder.", "svc.")))
         if stray:
             raise ValueError(f"unexpected arrays {stray[:3]}")
-        hp = dict(config.get("hyperparameters", {}))
-        model = cls(preset=hp.pop("preset", "default"), seed=hp.pop("seed", 1111), quiet=True)
-        model.params.update({k: v for k, v in hp.items() if k in model.params})
         encoder = Encoder.from_arrays(arrays, "encoder.", input_dropout=config["encoder"].get("input_dropout", 0.0))
         if encoder.n_inputs != int(config["n_genes"]):
             raise ValueError(f"the encoder takes {encoder.n_inputs} genes, the config says {config['n_genes']}")

@@ -42,7 +42,10 @@ validation cells per fold, 1 thread on a shared 2-core machine):
   outnumber the batch) BatchNorm is then on. On fold 0 (1024/512 width) 60 full-batch epochs gave test
   macro-F1 0.969 and 40 minibatch epochs 0.992;
 - checkpoints scored by ``gsrcl.svm.quick_score`` every 5 epochs; early stopping once the mean validation
-  MCC has not improved for 3 validations, after at least 20 and at most 100 epochs (four folds stopped after
+  MCC has not improved for 3 validations, after at least 20 and at most 100 epochs. Both counts are capped in
+  optimiser steps (``val_steps`` 35, ``min_steps`` 140: the 5 and 20 epochs of 800 training cells), so a large
+  reference, which takes many more steps per epoch, validates every epoch and may stop after 3 (8,000 training
+  cells: 63 steps per epoch); up to 800 training cells nothing changes (four folds stopped after
   21 epochs, one after 46; at 2048/1024, waiting 6 validations after at least 30 epochs left fold 2's test
   F1 unchanged);
 - later checkpoint on ties; each SVM on the training and validation cells (as AF-RCL's default, where that
@@ -401,12 +404,7 @@ class GsRCL(EstimatorBase):
     def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> "GsRCL":
         from ..svm import PortableSVC
 
-        if config.get("method") != "gsrcl":
-            raise ValueError(f"the model config is for method {config.get('method')!r}, not 'gsrcl'")
-        hp = dict(config.get("hyperparameters", {}))
-        model = cls(preset=hp.pop("preset", "default"), seed=hp.pop("seed", 1111), quiet=True,
-                    independent_encoders=hp.pop("independent_encoders", False))
-        model.params.update({k: v for k, v in hp.items() if k in model.params})
+        model = cls._from_config(config, independent_encoders=False)
         types = [str(t) for t in config["cell_types"]]
         tasks = config["tasks"]
         n_enc = len(config["encoders"])
