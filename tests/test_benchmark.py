@@ -133,11 +133,16 @@ def test_quick_run_writes_the_report_and_the_svm_is_well_above_chance(tmp_path):
         assert sum(map(sum, e["confusion"]["counts"])) == task["n_query"]
     # 4 known types: chance macro-F1 is about 0.25
     assert task["methods"]["svm"]["metrics"]["macro_f1"] > 0.8
+    # without rejection: the svm never rejects, svm_rejection's top types include the cells it left Unassigned
+    svm, rej = task["methods"]["svm"]["metrics"], task["methods"]["svm_rejection"]["metrics"]
+    assert svm["macro_f1_best"] == svm["macro_f1"]
+    assert rej["pct_unassigned"] == 0 or rej["macro_f1_best"] != rej["macro_f1"]
     assert set(task["query_types"]) == {"alpha", "beta", "gamma", "delta", "acinar", "ductal", "stellate"}
     md = (tmp_path / "accuracy.md").read_text()
     assert results["command"] in md and "--quick" in results["command"]
     for m in methods:
         assert f"| {m} | " in md
+    assert "## Macro-F1 without rejection" in md
     assert (tmp_path / "accuracy.png").stat().st_size > 0
     assert (tmp_path / "confusion_xin_to_wang_all.png").exists() == ours
     if ours:
