@@ -176,3 +176,19 @@ def test_quick_score_orders_good_and_poor_representations(immune):
     assert good > 0.8
     assert quick_score(noisy[tr], y[tr], noisy[va], y[va]) < good - 0.2
     assert 0.0 <= quick_score(Z[tr], y[tr], Z[va], y[va], scoring="accuracy") <= 1.0
+
+
+def test_final_svm_grid_in_parallel_gives_the_same_model(monkeypatch):
+    import torch
+
+    from gsrcl.methods import _training
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(["a", "b", "c"], 400)
+    emb = rng.normal(size=(1200, 8)) + (np.searchsorted(["a", "b", "c"], y)[:, None] * 0.8)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
+    one = _training.fit_final_svc(emb, y, cv=3, seed=0)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    two = _training.fit_final_svc(emb, y, cv=3, seed=0)
+    assert one.best_params_ == two.best_params_ and one.cv_score_ == two.cv_score_
+    np.testing.assert_array_equal(one.predict_proba(emb[:50]), two.predict_proba(emb[:50]))

@@ -333,6 +333,9 @@ def stratified_subset(y: np.ndarray, n: int | None, seed: int) -> np.ndarray | N
     return np.sort(np.concatenate(picked))
 
 
+GRID_JOBS_MIN_CELLS = 1000  # below this, starting worker processes costs more than the fits
+
+
 def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells: int | None = None):
     """The final RBF SVC with Platt probabilities: C and gamma by stratified CV over the paper grid (MCC).
 
@@ -343,9 +346,11 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
     smallest = int(np.unique(y, return_counts=True)[1].min())
     folds = max(2, min(int(cv), smallest))
     sub = stratified_subset(y, grid_cells, seed)
+    # the grid's 80 fits are independent: one per torch thread (the encoder is idle meanwhile); same result
+    jobs = max(1, torch.get_num_threads()) if (len(y) if sub is None else len(sub)) >= GRID_JOBS_MIN_CELLS else 1
     if sub is None:
-        return fit_svc(emb, y, grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=1)
-    chosen = fit_svc(emb[sub], y[sub], grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=1,
+        return fit_svc(emb, y, grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=jobs)
+    chosen = fit_svc(emb[sub], y[sub], grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=jobs,
                      probability=False)
     best = dict(chosen.best_params_)
     final = fit_svc(emb, y, grid={k: [v] for k, v in best.items()}, cv=2, scoring="mcc", seed=seed, n_jobs=1)
