@@ -353,6 +353,7 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
 
     `cv` is lowered to the size of the smallest class when that is smaller (at least 2); with a class of a
     single cell there is no CV and the SVC uses C=1, gamma='scale'."""
+    from joblib import parallel_config
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     scorer = _scorer(scoring)
@@ -367,7 +368,10 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
         search = GridSearchCV(_svc(seed, False), {k: list(v) for k, v in grid.items()}, scoring=scorer,
                               cv=StratifiedKFold(folds, shuffle=True, random_state=seed), n_jobs=n_jobs,
                               refit=False, error_score=np.nan)
-        _fit_quietly(search, X, y)
+        # threads, not processes: libsvm releases the GIL, and worker processes hung inside the benchmark's
+        # own worker process
+        with parallel_config(backend="threading"):
+            _fit_quietly(search, X, y)
         best, cv_score = dict(search.best_params_), float(search.best_score_)
         log.debug("SVC grid: best %s, CV %s %.4f", best, scoring, cv_score)
     svc = _fit_quietly(_svc(seed, probability, **best), X, y)
