@@ -55,10 +55,13 @@ validation cells per fold, 1 thread on a shared 2-core machine):
 Result: 5-fold macro-F1 0.9886 (linear SVM on log1p counts 0.9909, ratio 0.998; per fold 1.000, 1.000,
 0.967, 0.984, 0.992), 6-20 min per fold with one thread on the busy machine (4-8.5 min of CPU), peak
 memory 3.4-4.3 GB before checkpoints could wait on disk; all 1,000 cells with 2 threads: 51 epochs in
-8.5 min, peak memory 3.4 GB. Prediction: ~600 cells/s with 2 threads and 2 distinct checkpoints (each
-4096-wide encoder costs ~84 MFLOP per cell, so 3 checkpoints give ~400 cells/s). 10,000 resampled cells
-(8,000 training): 127 s per epoch and 7 min for the five SVMs with one thread, so ~50 min for the 21-epoch
-minimum; peak memory 3.8 GB. The ``paper`` schedule measures 7.0 s per full-batch epoch (2 threads) and 22 s per grid
+8.5 min, peak memory 3.4 GB. Prediction with 2 threads and 2 distinct checkpoints (each
+4096-wide encoder costs ~84 MFLOP per cell): 1,789 / 2,837 / 3,598 cells/s on 10k / 100k / 1M cells
+(``benchmarks/predict.py``). 10,000 resampled cells
+(8,000 training, 63 steps per epoch), with the step-counted schedule: 7 epochs, 3 distinct checkpoints,
+15 min wall alone (904 s) and 20 min (1,221 s, 1,736 s of CPU) beside another 2-thread job, peak 3.8 GiB
+(``benchmarks/train.py --method gsrcl --cells 10000 --cv 0 --threads 2 --predict-cells 0``); counted in
+epochs it was ~50 min. The ``paper`` schedule measures 7.0 s per full-batch epoch (2 threads) and 22 s per grid
 validation: ~6 h per run, and ~31 h as published (one run per cell type), against ~4.7 h per cell type for
 the original code on this kind of machine.
 
