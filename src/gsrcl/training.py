@@ -5,8 +5,9 @@ values already log1p are used as they are, never logged twice; scaled values are
 fewer than ``min_cells`` cells dropped with a warning naming them; optionally the ``top_genes`` most variable
 genes (variance of the log1p values over the reference cells; the reference's gene list is then those genes);
 optionally only the genes the reference shares with a query (``genes_from``: the query's genes, matched
-as prediction matches them); a stratified validation split (``validation_size`` of each type with at least 10 cells; smaller types go to
-training only); the method's ``fit``; and a `Reference` whose manifest records all of it.
+as prediction matches them; applied first); a stratified validation split (``validation_size`` of each type
+with at least 10 cells; smaller types go to training only); the method's ``fit``; and a `Reference` whose
+manifest records all of it.
 """
 
 from __future__ import annotations

@@ -105,8 +105,8 @@ def summary(ref, path) -> str:
         f"  cells: {t['cells']} ({t['cells_train']} training, {t['cells_validation']} validation), genes: {t['genes']}",
     ]
     sel = t.get("gene_selection") or {}
-    if sel.get("method") == "shared with the query" or (sel.get("after") or {}).get("method") == "shared with the query":
-        shared = sel if sel.get("method") == "shared with the query" else sel["after"]
+    shared = next((s for s in (sel, sel.get("after") or {}) if s.get("method") == "shared with the query"), None)
+    if shared:
         lines.append(f"  genes shared with the query: {shared['n']} of {shared['of']}")
     if t.get("dropped_classes"):
         lines.append("  dropped (too few cells): " + ", ".join(f"{k} {n}" for k, n in t["dropped_classes"].items()))
