@@ -262,18 +262,6 @@ def baseline_kind(choice: str) -> str:
         return "sklearn"
 
 
-def _versions(kind: str) -> dict:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"python": platform.python_version()}
-    for name in ("gsrcl", "torch", "numpy", "scikit-learn", "anndata", "openTSNE", "celltypist"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def table(rows: list[dict]) -> str:
     lines = ["| cells | annotator | cells/s | vs baseline | target | peak memory | < 3 GB | t-SNE s |",
              "|---:|---|---:|---:|---|---:|---|---:|"]
@@ -293,6 +281,8 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from gsrcl.versions import versions
+
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_worker"]:
         _worker(argv[1:])
@@ -370,7 +360,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "benchmarks/predict.py " + " ".join(argv),
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load_start": load_start,
                     "load_end": os.getloadavg()},
-        "versions": _versions(kind),
+        "versions": versions("torch", "numpy", "scikit-learn", "anndata", "openTSNE", "celltypist"),
         "baseline": kind,
         "block_size": a.block_size,
         "reference_epochs": a.epochs,

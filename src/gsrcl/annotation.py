@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import logging
 import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +31,9 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from . import __version__
 from .atomic import temp_file
 from .errors import InvalidReferenceError, MissingPathError, OutputError, ValuesError
+from .versions import versions
 from .plot import UNASSIGNED, MIN_TSNE_CELLS, legend_text, palette, plot_tsne, tsne_embedding, tsne_perplexity
 
 log = logging.getLogger("gsrcl.annotation")
@@ -368,18 +367,6 @@ def _title(pred: Prediction) -> str | None:
 # --- what goes into the AnnData --------------------------------------------------------------------------------
 
 
-def _versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    out = {"gsrcl": __version__, "python": platform.python_version()}
-    for name in ("numpy", "scipy", "pandas", "anndata", "torch", "scikit-learn", "openTSNE"):
-        try:
-            out[name] = version(name)
-        except PackageNotFoundError:
-            pass
-    return out
-
-
 def _reference_record(ref) -> dict[str, Any]:
     m = ref.manifest
     return {
@@ -451,7 +438,7 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
         },
         "tsne": tsne or {"drawn": False, "note": "not requested"},
         "source": source or {},
-        "versions": _versions(),
+        "versions": versions("numpy", "scipy", "pandas", "anndata", "torch", "scikit-learn", "openTSNE"),
         "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     uns = {UNS_KEY: _plain(record), "predicted_labels_colors": [colours[c] for c in categories]}

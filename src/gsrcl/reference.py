@@ -18,7 +18,6 @@ import datetime as _dt
 import hashlib
 import json
 import os
-import platform
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -29,6 +28,7 @@ import numpy as np
 
 from . import __version__
 from .atomic import temp_dir
+from .versions import versions
 from .errors import InvalidReferenceError, OutputError
 
 FORMAT = "gsrcl-reference"
@@ -56,19 +56,6 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
-
-
-def _versions() -> dict[str, str]:
-    import sklearn
-    import torch
-
-    return {
-        "gsrcl": __version__,
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "torch": torch.__version__,
-        "scikit-learn": sklearn.__version__,
-    }
 
 
 @dataclass
@@ -139,7 +126,7 @@ class Reference:
             "validation": validation,
             "model": config,
             "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
-            "versions": _versions(),
+            "versions": versions("numpy", "torch", "scikit-learn"),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         _check_consistent(manifest)
