@@ -192,3 +192,34 @@ def test_final_svm_grid_in_parallel_gives_the_same_model(monkeypatch):
     two = _training.fit_final_svc(emb, y, cv=3, seed=0)
     assert one.best_params_ == two.best_params_ and one.cv_score_ == two.cv_score_
     np.testing.assert_array_equal(one.predict_proba(emb[:50]), two.predict_proba(emb[:50]))
+
+
+def test_ties_between_grid_settings(cellbench):
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    Z, y = cellbench
+    search = GridSearchCV(SVC(kernel="rbf"), {k: list(v) for k, v in PAPER_GRID.items()},
+                          scoring="matthews_corrcoef", cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                          refit=False).fit(Z, y)
+    scores, params = search.cv_results_["mean_test_score"], search.cv_results_["params"]
+    tied = [params[i] for i in np.flatnonzero(scores >= np.nanmax(scores))]
+    assert len({p["C"] for p in tied}) > 1  # the data must hold a tie across C for this test to mean anything
+    first = fit_svc(Z, y, seed=0, probability=False)
+    largest = fit_svc(Z, y, seed=0, probability=False, ties="largest_c")
+    assert first.best_params_ == {k: (v if isinstance(v, str) else float(v)) for k, v in tied[0].items()}
+    top_c = max(p["C"] for p in tied)
+    expected = next(p for p in tied if p["C"] == top_c)
+    assert largest.best_params_ == {k: (v if isinstance(v, str) else float(v)) for k, v in expected.items()}
+    assert largest.cv_score_ == first.cv_score_
+    with pytest.raises(ValueError, match="ties"):
+        fit_svc(Z, y, ties="median")
+
+
+def test_tie_rule_skips_failed_settings():
+    from gsrcl.svm import _best_params
+
+    results = {"mean_test_score": np.array([np.nan, 0.9, 1.0, 1.0, np.nan]),
+               "params": [{"C": 1000, "gamma": 1}, {"C": 100, "gamma": 1}, {"C": 0.1, "gamma": 1},
+                          {"C": 10, "gamma": 2}, {"C": 10000, "gamma": 3}]}
+    assert _best_params(results, "first") == {"C": 0.1, "gamma": 1}
+    assert _best_params(results, "largest_c") == {"C": 10, "gamma": 2}

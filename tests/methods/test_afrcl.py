@@ -71,7 +71,7 @@ def test_early_stopping_and_no_validation(split):
     Xtr, ytr, _, _ = split
     m = AFRCL(**{**TINY, "epochs": 40}, val_every=1, patience=2, min_epochs=3).fit(Xtr, ytr)
     assert m.validation_["stopped_early"] and m.validation_["epochs_run"] < 40
-    assert m.validation_["best_epoch"] <= m.validation_["epochs_run"]
+    assert m.validation_["best_epoch"] == "mean" or m.validation_["best_epoch"] <= m.validation_["epochs_run"]
     # no validation cells: the last epoch is kept and no score is claimed
     m = AFRCL(**{**TINY, "epochs": 2}).fit(Xtr, ytr, Xtr[:0], ytr[:0])
     assert m.validation_["score"] is None and m.validation_["best_epoch"] == 2
@@ -98,3 +98,47 @@ def test_subsampled_scoring_and_grid(split):
     assert set(m.validation_["svm"]) >= {"C", "gamma"}
     pred = np.array(m.cell_types)[m.predict_proba(Xte).argmax(axis=1)]
     assert f1_score(yte, pred, average="macro") > 0.8
+
+
+def test_averaged_checkpoint_is_a_candidate(split):
+    import torch
+
+    from gsrcl.methods._training import WeightAverage, refresh_batch_norm
+    from gsrcl.nn import Encoder
+
+    # the mean of three states, kept in memory or in a file read in pieces (CHUNK made small to cut tensors)
+    torch.manual_seed(0)
+    nets = [Encoder(20, (8,), 4) for _ in range(3)]
+    expected = {k: sum(n.state_dict()[k] for n in nets) / 3 for k in nets[0].state_dict()
+                if nets[0].state_dict()[k].is_floating_point()}
+    assert not torch.equal(nets[0].state_dict()["linears.0.weight"], nets[1].state_dict()["linears.0.weight"])
+    for on_disk in (False, True):
+        with WeightAverage(on_disk=on_disk) as avg:
+            avg.CHUNK = 7
+            for n in nets:
+                avg.add(n)
+            target = Encoder(20, (8,), 4)
+            avg.load_into(target)
+        for k, v in expected.items():
+            torch.testing.assert_close(target.state_dict()[k], v, rtol=1e-6, atol=1e-7)
+    with pytest.raises(RuntimeError, match="no weights"):
+        WeightAverage().load_into(target)
+    # BatchNorm statistics recomputed in one pass: the running mean is the mean pre-normalisation activation
+    Xtr, ytr, Xte, yte = split
+    enc = Encoder(Xtr.shape[1], (16,), 8)
+    refresh_batch_norm(enc, Xtr, Xtr.shape[0], torch.device("cpu"))
+    bn = enc.norms[0]
+    with torch.no_grad():
+        pre = enc.linears[0](torch.from_numpy(Xtr.toarray()))
+    np.testing.assert_allclose(bn.running_mean.numpy(), pre.mean(0).numpy(), rtol=1e-4, atol=1e-5)
+    assert not enc.training and bn.momentum == 0.1
+
+    # in training: every validation after the first is averaged, and the mean is scored as one more candidate
+    m = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=None, average_checkpoints=True).fit(Xtr, ytr)
+    assert m.history_["averaged_checkpoints"] == 4
+    assert m.history_["validation"][-1][0] == "mean"
+    scores = [s for _, s in m.history_["validation"]]
+    assert m.validation_["score"] == max(scores)
+    assert (m.validation_["best_epoch"] == "mean") == (scores[-1] >= max(scores[:-1]))
+    off = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=None, average_checkpoints=False).fit(Xtr, ytr)
+    assert "averaged_checkpoints" not in off.history_ and len(off.history_["validation"]) == 5

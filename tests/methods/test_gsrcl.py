@@ -14,7 +14,7 @@ from gsrcl.methods._training import better
 from gsrcl.methods.gsrcl import GsRCL
 
 TINY = dict(epochs=16, hidden=(64, 64), out=32, head=(32, 16), lr=1e-3, batch_size=64, shuffle=True, val_every=5,
-            min_epochs=0, svm_cv=2, threads=1, quiet=True)
+            min_epochs=0, svm_cv=2, threads=1, quiet=True, average_checkpoints=True)
 
 METHOD = GsRCL  # fitted once with TINY by the ``fitted`` fixture (tests/methods/conftest.py)
 
@@ -93,6 +93,7 @@ def test_presets():
     assert paper["lr"] == 1e-4 and paper["batch_size"] == 8192 and not paper["shuffle"]
     assert paper["epochs"] == 3001 and paper["val_every"] == 50 and paper["temperature"] == 0.07
     assert paper["ties"] == "first" and paper["selection"] == "grid" and paper["patience"] is None
+    assert paper["svm_ties"] == "first" and not paper["average_checkpoints"]  # the original's rules
     assert GsRCL(epochs=5).params["epochs"] == 5
 
 
@@ -147,3 +148,21 @@ def test_large_references_validate_and_stop_by_steps():
     # 8,000 training cells (63 steps): every epoch, and at least 140 steps rather than 20 epochs
     assert step_schedule(p, 63) == (1, 3)
     assert step_schedule(GsRCL(preset="paper").params, 1) == (50, 0)  # the paper's schedule is untouched
+
+
+def test_averaged_checkpoint_is_a_candidate_for_every_task(fitted, split):
+    Xtr, ytr, Xte, _ = split
+    # TINY validates after epochs 1, 6, 11, 16: the last three are averaged and scored as one more candidate
+    assert fitted.params["average_checkpoints"]
+    assert not GsRCL().params["average_checkpoints"]  # off in the default preset (no measured gain)
+    mean_entry = fitted.history_["validation"][-1]
+    assert mean_entry[0] == "mean" and len(fitted.history_["validation"]) == 5
+    for k, t in enumerate(fitted.cell_types):
+        task = fitted.validation_["tasks"][t]
+        per_epoch = [v[1][str(k)] for v in fitted.history_["validation"]]
+        assert task["score"] == max(per_epoch)
+        # later on ties: the mean (scored last) is taken whenever it scores at least the best epoch
+        assert (task["epoch"] == "mean") == (mean_entry[1][str(k)] >= max(per_epoch[:-1]))
+    off = GsRCL(**{**TINY, "epochs": 6, "average_checkpoints": False}).fit(Xtr, ytr)
+    assert all(v[0] != "mean" for v in off.history_["validation"])
+    assert all(off.validation_["tasks"][t]["epoch"] != "mean" for t in off.cell_types)
