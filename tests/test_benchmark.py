@@ -180,3 +180,17 @@ def test_shared_genes_setting_trains_on_the_reference_genes_the_query_has(tmp_pa
     path.write_text(json.dumps(raw_cfg))
     with pytest.raises(GsrclError, match="genes must be one of"):
         B.load_config(path)
+
+
+def test_recorded_command_names_the_thread_variables(monkeypatch):
+    import argparse
+
+    from gsrcl.cli.benchmark import command_line
+
+    args = argparse.Namespace(config=None, data=None, tasks="kang_donors", methods="afrcl", out=None, quick=False,
+                              merge=True, in_process=False, seed=1111)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    assert command_line(args) == "gsrcl benchmark --tasks kang_donors --methods afrcl --merge"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert command_line(args) == "OMP_NUM_THREADS=1 gsrcl benchmark --tasks kang_donors --methods afrcl --merge"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 from pathlib import Path
 
@@ -54,9 +55,14 @@ def add_arguments(p: argparse.ArgumentParser, methods=(), quick_cells: int = 0) 
     add_common_arguments(p)
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def command_line(args: argparse.Namespace) -> str:
-    """The command, rebuilt from the parsed flags."""
-    parts = ["gsrcl", "benchmark"]
+    """The command, rebuilt from the parsed flags, after the thread-count variables that were set (they change
+    the float reductions of training, hence the models)."""
+    parts = [f"{var}={os.environ[var]}" for var in THREAD_VARIABLES if os.environ.get(var)]
+    parts += ["gsrcl", "benchmark"]
     for flag in ("config", "data", "tasks", "methods", "out"):
         if getattr(args, flag):
             parts += [f"--{flag}", str(getattr(args, flag))]
