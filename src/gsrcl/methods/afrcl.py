@@ -50,7 +50,8 @@ Result: 5-fold macro-F1 0.9931 (linear SVM on log1p counts 0.9909, ratio 1.002; 
 0.992, 0.992; 0.9895 before the tie rule and the averaged checkpoint), 28-40 s per fold with one
 thread; all 1,000 cells with 2 threads: 53 s, peak memory 1.0 GB; 10,000 resampled cells with the averaged
 checkpoint: 31 epochs, 195 s wall alone with 2 threads (386 s of CPU), peak 1.6 GB
-(``benchmarks/train.py --method afrcl --cells 10000 --cv 0 --threads 2 --predict-cells 0``). Prediction: ~8,500 cells/s with 2 threads.
+(``benchmarks/train.py --method afrcl --cells 10000 --cv 0 --threads 2 --predict-cells 0``).
+Prediction: ~8,500 cells/s with 2 threads.
 
 Both presets use the fused Adam kernel (the same update; 4 ms instead of 72 ms per step on the 19,371 x 1,024
 first layer on 2 cores), the sparse first layer (the input is multiplied without densifying), and flushed
