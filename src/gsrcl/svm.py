@@ -366,6 +366,8 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
     scorer = _scorer(scoring)
+    if ties not in TIE_RULES:
+        raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
     X, y, counts = _check_xy(X, y)
     folds = min(int(cv), int(counts.min()))
     if folds < 2:
@@ -392,8 +394,6 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
 
 def _best_params(results: Mapping, ties: str) -> dict:
     """The setting of GridSearchCV ``results`` chosen under the tie rule ``ties`` (see `fit_svc`)."""
-    if ties not in TIE_RULES:
-        raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
     scores = np.nan_to_num(np.asarray(results["mean_test_score"], dtype=float), nan=-np.inf)
     tied = np.flatnonzero(scores >= scores.max())
     params = results["params"]

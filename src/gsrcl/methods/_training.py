@@ -354,6 +354,7 @@ def refresh_batch_norm(encoder, X, batch_size: int, device, noise_std: float = 0
     bns = [m for m in encoder.modules() if isinstance(m, torch.nn.BatchNorm1d)]
     if not bns:
         return
+    momenta = [m.momentum for m in bns]
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the pass
@@ -366,8 +367,8 @@ def refresh_batch_norm(encoder, X, batch_size: int, device, noise_std: float = 0
                 encoder(xb + noise_std * torch.randn_like(xb))
             else:
                 encoder(sparse_tensor(block, device))
-    for m in bns:
-        m.momentum = 0.1
+    for m, momentum in zip(bns, momenta):
+        m.momentum = momentum
     encoder.eval()
 
 

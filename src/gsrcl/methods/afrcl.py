@@ -180,6 +180,13 @@ class AFRCL(EstimatorBase):
             stopped_early = False
             last_score = float("nan")
             averaged = WeightAverage() if p["average_checkpoints"] and len(y_val) else None
+
+            def score_encoder() -> float:
+                """The validation MCC of the encoder's current weights."""
+                emb_tr = encode(encoder, X_score, device, p["block"])
+                emb_val = encode(encoder, X_val, device, p["block"])
+                return validation_score(p["selection"], emb_tr, y_score, emb_val, y_val, self.seed, p["svm_cv"])
+
             bar = self._progress(p["epochs"])
             for epoch in range(p["epochs"]):
                 encoder.train()
@@ -204,10 +211,7 @@ class AFRCL(EstimatorBase):
                 t_val = time.perf_counter()
                 history["seconds_steps"] += t_val - t_epoch
                 if len(y_val) and (epoch % p["val_every"] == 0 or last):
-                    emb_tr = encode(encoder, X_score, device, p["block"])
-                    emb_val = encode(encoder, X_val, device, p["block"])
-                    last_score = validation_score(p["selection"], emb_tr, y_score, emb_val, y_val, self.seed,
-                                                  p["svm_cv"])
+                    last_score = score_encoder()
                     history["validation"].append([epoch + 1, last_score])
                     if better(last_score, best, "later"):
                         best, best_state, best_epoch = last_score, snapshot(encoder), epoch + 1
@@ -223,9 +227,7 @@ class AFRCL(EstimatorBase):
             if averaged is not None and averaged.count:
                 averaged.load_into(encoder)
                 refresh_batch_norm(encoder, X, bs, device)
-                emb_tr = encode(encoder, X_score, device, p["block"])
-                emb_val = encode(encoder, X_val, device, p["block"])
-                score = validation_score(p["selection"], emb_tr, y_score, emb_val, y_val, self.seed, p["svm_cv"])
+                score = score_encoder()
                 history["validation"].append(["mean", score])
                 history["averaged_checkpoints"] = averaged.count
                 if better(score, best, "later"):

@@ -303,6 +303,14 @@ class GsRCL(EstimatorBase):
             last_mean = float("nan")
             # the running sum waits on disk when checkpoints do (485 MB at the published width)
             averaged = WeightAverage(on_disk=p["checkpoint_memory_mb"] == 0) if p["average_checkpoints"] else None
+
+            def score_encoder() -> dict[int, float]:
+                """Each scorable task's validation MCC for the encoder's current weights."""
+                emb_tr = encode(encoder, X_score, device, p["block"])
+                emb_val = encode(encoder, X_val, device, p["block"])
+                return {k: validation_score(p["selection"], emb_tr, targets[k].astype(np.int64), emb_val,
+                                            val_targets[k].astype(np.int64), seed, p["svm_cv"]) for k in scorable}
+
             bar = self._progress(p["epochs"])
             for epoch in range(p["epochs"]):
                 encoder.train()
@@ -328,11 +336,7 @@ class GsRCL(EstimatorBase):
                 t_val = time.perf_counter()
                 history["seconds_steps"] += t_val - t_epoch
                 if len(y_val) and (epoch % val_every == 0 or last):
-                    emb_tr = encode(encoder, X_score, device, p["block"])
-                    emb_val = encode(encoder, X_val, device, p["block"])
-                    now = {k: validation_score(p["selection"], emb_tr, targets[k].astype(np.int64), emb_val,
-                                               val_targets[k].astype(np.int64), seed, p["svm_cv"])
-                           for k in scorable}
+                    now = score_encoder()
                     last_mean = _mean(list(now.values()))
                     last_mean = float("nan") if last_mean is None else last_mean
                     history["validation"].append([epoch + 1, jsonable(now), last_mean])
@@ -360,10 +364,7 @@ class GsRCL(EstimatorBase):
                 averaged.load_into(encoder)
                 averaged.close()
                 refresh_batch_norm(encoder, X, bs, device, noise_std=p["noise_std"])
-                emb_tr = encode(encoder, X_score, device, p["block"])
-                emb_val = encode(encoder, X_val, device, p["block"])
-                now = {k: validation_score(p["selection"], emb_tr, targets[k].astype(np.int64), emb_val,
-                                           val_targets[k].astype(np.int64), seed, p["svm_cv"]) for k in scorable}
+                now = score_encoder()
                 mean_score = _mean(list(now.values()))
                 history["validation"].append(["mean", jsonable(now), mean_score])
                 wanted = False
