@@ -14,6 +14,11 @@ probability the cut-off is applied to is **<= p** (equal to p is Unassigned, as 
   The row normalisation makes a cell that every one-vs-rest task rejects look confident (raw 0.02, 0.005,
   0.005, 0.005 become 0.57, 0.14, 0.14, 0.14), so the raw cut-off is the one that can flag unseen cell types.
 
+Every cell also gets ``obs['novelty_score']`` (`gsrcl.novelty`: how unlike every reference type it is, 1 = a
+typical reference cell), which tells cells of types the reference lacks from known ones better than any
+probability; with ``novelty_cutoff`` (a percentile of the reference cells' scores) cells above it are
+Unassigned as well.
+
 Outputs (``predict_files``), each written to a temporary file in OUT and renamed into place once all are done:
 ``probabilities.csv``, ``tsne.svg``, ``legend.txt`` and ``annotated.h5ad`` (see ``annotate`` for its content).
 """
@@ -87,6 +92,22 @@ def normalise_rows(scores: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_novelty_cutoff(percentile: float | None, ref) -> float | None:
+    """The novelty score above which a cell is Unassigned, from a percentile of the reference cells' scores."""
+    if percentile is None:
+        return None
+    try:
+        percentile = float(percentile)
+    except (TypeError, ValueError):
+        raise ValueError(f"the novelty cut-off must be a percentile between 0 and 100, not {percentile!r}") from None
+    if not 0.0 < percentile <= 100.0:
+        raise ValueError(f"the novelty cut-off must be a percentile above 0 and at most 100, not {percentile}")
+    if ref.novelty is None:
+        raise InvalidReferenceError(f"reference {ref.name!r} has no novelty score (made by an older gsrcl or with novelty=False): "
+                         "retrain it, or leave out the novelty cut-off")
+    return ref.novelty.threshold(percentile)
+
+
 def check_p(p: float) -> float:
     try:
         p = float(p)
@@ -139,6 +160,7 @@ class Prediction:
     sample: np.ndarray  # indices of the cells whose embedding was kept (sorted)
     embedding: np.ndarray  # len(sample) x d
     info: dict[str, Any] = field(default_factory=dict)
+    novelty: np.ndarray | None = None  # n, the novelty score (`gsrcl.novelty`); None: the reference has none
 
     @property
     def conf(self) -> np.ndarray:
@@ -257,6 +279,7 @@ def predict_source(
     *,
     p: float = 0.5,
     raw_cutoff: bool = False,
+    novelty_cutoff: float | None = None,
     log_mode: str = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
     tsne_cells: int = TSNE_MAX_CELLS,
@@ -267,13 +290,16 @@ def predict_source(
     prepared: "Prepared | None" = None,
 ) -> Prediction:
     """Predict every cell of ``source`` block by block; ``on_block(start, raw_block)`` sees each block as read.
-    ``prepared``: the result of ``prepare`` when the checks were run already."""
+    ``prepared``: the result of ``prepare`` when the checks were run already. ``novelty_cutoff``: a percentile
+    of the reference cells' novelty scores; cells scoring above it are Unassigned too (None: no such rule)."""
     from tqdm.auto import tqdm
 
     from .genes import align
     from .values import to_model_input
 
     p = check_p(p)
+    novelty_max = check_novelty_cutoff(novelty_cutoff, ref)
+    novelty = ref.novelty
     if int(block_size) < 1:
         raise ValueError(f"block size must be a positive number of cells, not {block_size}")
     block_size = int(block_size)
@@ -294,6 +320,7 @@ def predict_source(
     sample = np.sort(rng.choice(n, size=m, replace=False)) if m < n else np.arange(n)
     proba = np.empty((n, len(types)), dtype=np.float64)
     scores = np.empty((n, len(types)), dtype=np.float64) if gsrcl else None
+    novel = np.empty(n, dtype=np.float64) if novelty is not None else None
     pieces: list[np.ndarray] = []
     done = 0
     with tqdm(total=n, unit="cells", desc="predict", disable=quiet, leave=False) as bar:
@@ -315,11 +342,15 @@ def predict_source(
             proba[start:stop] = normalise_rows(s)  # AF-RCL's rows sum to 1 already; GsRCL's are divided by their sum
             if gsrcl:
                 scores[start:stop] = s
+            if novel is not None:
+                novel[start:stop] = novelty.score(X)
             done += block.shape[0]
             bar.update(block.shape[0])
     if done != n:
         raise ValuesError(f"the reader gave {done} cells but the file declares {n}: the file may be truncated")
     labels = assign_labels(proba, types, p, cutoff_on=scores if (gsrcl and raw_cutoff) else None)
+    if novelty_max is not None:
+        labels[novel > novelty_max] = UNASSIGNED
     embedding = np.concatenate(pieces) if pieces else np.empty((0, 0), dtype=np.float32)
     info = {
         "genes": genes,
@@ -329,13 +360,16 @@ def predict_source(
             "raw_cutoff": bool(raw_cutoff and gsrcl),
             "applied_to": ("max un-normalised per-type probability (max_raw_score)" if raw_cutoff and gsrcl
                            else "max reported probability (conf_score)"),
-            "rule": "Unassigned when that probability <= p",
+            "rule": "Unassigned when that probability <= p"
+                    + ("" if novelty_max is None else ", or when novelty_score > novelty_max"),
+            "novelty_percentile": None if novelty_max is None else float(novelty_cutoff),
+            "novelty_max": novelty_max,
         },
         "block_size": block_size,
         "seed": int(seed),
     }
     return Prediction(pd.Index(source.obs_names.astype(str)), types, ref.method, proba, scores, labels, sample,
-                      embedding, info)
+                      embedding, info, novel)
 
 
 def run_tsne(pred: Prediction, *, seed: int = 0) -> tuple[np.ndarray | None, dict[str, Any]]:
@@ -409,6 +443,8 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
     obs["conf_score"] = pred.conf.astype(np.float32)
     if pred.scores is not None:
         obs["max_raw_score"] = pred.max_raw.astype(np.float32)
+    if pred.novelty is not None:
+        obs["novelty_score"] = pred.novelty.astype(np.float32)
     # plain arrays, columns in uns['gsrcl']['cell_types'] order: as DataFrame columns, type names holding '/'
     # (e.g. "CD4+/CD25 T Reg") would become nested HDF5 groups; ``probabilities(adata)`` gives the DataFrame
     obsm = {"probabilities": np.ascontiguousarray(pred.proba)}
@@ -432,6 +468,9 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
             "conf_score": "the highest reported probability (GsRCL: after dividing by the row sum)",
             **({"max_raw_score": "GsRCL: the highest un-normalised one-vs-rest probability; low for a cell that "
                                  "no cell-type task claims, however high conf_score is"} if pred.scores is not None else {}),
+            **({"novelty_score": "distance to the nearest reference cell type in the reference's principal "
+                                 "components, over the median reference cell's (1 = typical; high = unlike every "
+                                 "reference type, e.g. a type the reference lacks)"} if pred.novelty is not None else {}),
             "obsm.probabilities": "reported probabilities (n x K array), columns = uns['gsrcl']['cell_types']",
             **({"obsm.raw_scores": "GsRCL: un-normalised one-vs-rest probabilities (n x K array), columns = "
                                    "uns['gsrcl']['cell_types']"} if pred.scores is not None else {}),
@@ -461,6 +500,7 @@ def annotate(
     p: float = 0.5,
     *,
     raw_cutoff: bool = False,
+    novelty_cutoff: float | None = None,
     log: str = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
     plot: bool | str | os.PathLike = False,
@@ -477,7 +517,9 @@ def annotate(
 
     The copy gains ``obs['predicted_labels']`` (categorical: the reference types then ``Unassigned``),
     ``obs['conf_score']`` (the highest reported probability), for GsRCL ``obs['max_raw_score']`` (the highest
-    un-normalised one-vs-rest probability) and ``obsm['raw_scores']``, ``obsm['probabilities']`` (n x K arrays,
+    un-normalised one-vs-rest probability) and ``obsm['raw_scores']``, ``obs['novelty_score']`` (how unlike
+    every reference type the cell is, `gsrcl.novelty`; ``novelty_cutoff``, a percentile of the reference
+    cells' scores, makes cells above it Unassigned), ``obsm['probabilities']`` (n x K arrays,
     columns = ``uns['gsrcl']['cell_types']``; ``probabilities(adata)`` of this module gives a DataFrame),
     ``uns['predicted_labels_colors']`` (the plot colours, scanpy's convention) and ``uns['gsrcl']``
     (parameters, versions, reference summary, gene-match numbers, value kind).
@@ -491,13 +533,15 @@ def annotate(
     if VERIFY_KEY in adata.uns and list(map(str, adata.var_names)) == list(ref.genes):
         verify_record = dict(adata.uns[VERIFY_KEY])
     want_plot = plot is not False and plot is not None
-    pred = predict_source(_MemorySource(adata), ref, p=p, raw_cutoff=raw_cutoff, log_mode=log, block_size=block_size,
+    pred = predict_source(_MemorySource(adata), ref, p=p, raw_cutoff=raw_cutoff, novelty_cutoff=novelty_cutoff,
+                          log_mode=log, block_size=block_size,
                           tsne_cells=tsne_cells if want_plot else 0, seed=seed, quiet=quiet,
                           verify_record=verify_record)
     coords, tsne = (None, None)
     if want_plot:
         coords, tsne = run_tsne(pred, seed=seed)
-    params = {"p": pred.info["cutoff"]["p"], "raw_cutoff": bool(raw_cutoff), "log": str(log),
+    params = {"p": pred.info["cutoff"]["p"], "raw_cutoff": bool(raw_cutoff), "novelty_cutoff": novelty_cutoff,
+              "log": str(log),
               "block_size": int(block_size), "tsne_cells": int(tsne_cells), "seed": int(seed)}
     obs, obsm, uns = annotations(pred, ref, params=params, tsne=tsne, source={"format": "anndata"})
     out = adata.copy()
@@ -688,6 +732,7 @@ def predict_files(
     *,
     p: float = 0.5,
     raw_cutoff: bool = False,
+    novelty_cutoff: float | None = None,
     log_mode: str = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
     overwrite: bool = False,
@@ -721,6 +766,7 @@ def predict_files(
 
     t0 = time.perf_counter()
     ref = _load_reference(reference)
+    check_novelty_cutoff(novelty_cutoff, ref)
     source = open_query(input_path, **(reader_kwargs or {}))
     verify_record = _verify_record(input_path)
     if verify_record is not None:
@@ -735,14 +781,16 @@ def predict_files(
     writer = None
     try:
         writer = _H5adXWriter(staging[ANNOTATED], int(source.n_obs), len(source.var))
-        pred = predict_source(source, ref, p=p, raw_cutoff=raw_cutoff, log_mode=log_mode, block_size=block_size,
+        pred = predict_source(source, ref, p=p, raw_cutoff=raw_cutoff, novelty_cutoff=novelty_cutoff,
+                              log_mode=log_mode, block_size=block_size,
                               tsne_cells=tsne_cells if plot else 0, seed=seed, quiet=quiet,
                               verify_record=verify_record, on_block=writer.add, prepared=prepared)
         t_pred = time.perf_counter() - t0
         t1 = time.perf_counter()
         coords, tsne = run_tsne(pred, seed=seed) if plot else (None, {"drawn": False, "note": "not requested (--no-plot)"})
         t_tsne = time.perf_counter() - t1
-        params = {"p": p, "raw_cutoff": bool(raw_cutoff), "log": str(log_mode), "block_size": int(block_size),
+        params = {"p": p, "raw_cutoff": bool(raw_cutoff), "novelty_cutoff": novelty_cutoff, "log": str(log_mode),
+                  "block_size": int(block_size),
                   "tsne_cells": int(tsne_cells), "seed": int(seed), "plot": bool(plot)}
         src = {"path": str(input_path), "format": str(getattr(source, "format", "")),
                "verified_input": verify_record is not None}

@@ -492,8 +492,8 @@ class CellTypistLR:
 
 class OurMethod:
     """GsRCL or AF-RCL through the public API: ``gsrcl.train`` (default preset) then ``gsrcl.annotate`` at
-    ``p`` on the query aligned to the reference genes. Confidence = ``conf_score``; GsRCL also scores
-    ``max_raw_score``."""
+    ``p`` on the query aligned to the reference genes. Confidence = ``conf_score``; also scored: GsRCL's
+    ``max_raw_score`` and (negated) ``novelty_score``."""
 
     modules = ("torch", "gsrcl.training", "gsrcl.annotation", "gsrcl.methods.afrcl", "gsrcl.methods.gsrcl", "gsrcl.genes")
 
@@ -524,6 +524,8 @@ class OurMethod:
         out = annotate(query, self.reference_, p=self.p, quiet=True)
         obs = out.obs
         scores = {"max_raw_score": obs["max_raw_score"].to_numpy(float)} if "max_raw_score" in obs else {}
+        if "novelty_score" in obs:  # negated: the AUROC takes higher = more likely a known type
+            scores["novelty_score"] = -obs["novelty_score"].to_numpy(float)
         types = np.asarray(out.uns["gsrcl"]["cell_types"], dtype=object)
         best = types[np.asarray(out.obsm["probabilities"]).argmax(axis=1)]
         return Prediction(obs["predicted_labels"].astype(str).to_numpy(object), obs["conf_score"].to_numpy(float),
@@ -858,6 +860,12 @@ def _side_text(side: dict | None) -> str:
     return f"`{side['file']}`" + (f" ({filt})" if filt else "")
 
 
+def _extra_aurocs(metrics: dict) -> str:
+    """'name AUROC' for each further confidence score of an entry (GsRCL's max_raw_score, our novelty_score)."""
+    prefix = "unseen_auroc_"
+    return ", ".join(f"{k[len(prefix):]} {_fmt(v)}" for k, v in metrics.items() if k.startswith(prefix) and v is not None)
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The report: command, summary table of macro-F1, one table per task, method and protocol notes."""
     tasks = results["tasks"]
@@ -893,6 +901,21 @@ def markdown(results: dict[str, Any]) -> str:
             ok = e is not None and e["status"] == "ok" and "macro_f1_best" in e["metrics"]
             cells.append(_fmt(e["metrics"]["macro_f1_best"]) if ok else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    unseen_tasks = [(n, t) for n, t in tasks.items() if t.get("task", {}).get("unseen")]
+    if unseen_tasks:
+        lines += ["", "## Unseen-type AUROC", "",
+                  "AUROC of each method's confidence for telling the query's cells of known types from those of "
+                  "types the reference lacks; in brackets further scores of ours (`novelty_score`: how unlike "
+                  "every reference type a cell is, `gsrcl.novelty`).", "",
+                  "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+        for name, t in unseen_tasks:
+            cells = []
+            for m in methods:
+                e = t["methods"].get(m)
+                ok = e is not None and e["status"] == "ok"
+                extra = _extra_aurocs(e["metrics"]) if ok else ""
+                cells.append(_fmt(e["metrics"].get("unseen_auroc")) + (f" ({extra})" if extra else "") if ok else "")
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Per task", "",
               "Columns: macro-F1 and accuracy over the known cells (Unassigned counts as wrong); median F1 / % "
               "unassigned as Abdelaal et al. (F1 per type on the assigned known cells); for tasks with unseen "
@@ -942,8 +965,9 @@ def markdown(results: dict[str, Any]) -> str:
                    f"{_fmt(r['median_f1'])} / {_fmt(r['pct_unassigned'], 1)}%"]
             if unseen:
                 auc = _fmt(r.get("unseen_auroc"))
-                if r.get("unseen_auroc_max_raw_score") is not None:
-                    auc += f" (max_raw_score {_fmt(r['unseen_auroc_max_raw_score'])})"
+                extra = _extra_aurocs(r)
+                if extra:
+                    auc += f" ({extra})"
                 row += [auc, "never rejects" if m == "celltypist" else
                         f"{_fmt(100 * r['unseen_unassigned'], 1)}%" if r.get("unseen_unassigned") is not None else "–"]
             mem = e.get("memory_mib", {})
@@ -968,7 +992,7 @@ def markdown(results: dict[str, Any]) -> str:
                 impl.setdefault(m, f"not available: {e.get('note', '')}")
     lines += [f"- **{m}**: {impl[m]}" for m in methods if m in impl]
     lines += ["- Confidence scores for the AUROC: ours `conf_score` (GsRCL also `max_raw_score`, the highest "
-              "un-normalised one-vs-rest probability); svm the highest decision value; svm_rejection the highest "
+              "un-normalised one-vs-rest probability; both also `novelty_score`, negated); svm the highest decision value; svm_rejection the highest "
               "calibrated probability; celltypist the highest one-vs-rest probability.",
               "- Cut-offs: ours p = 0.5 (Unassigned when the reported probability is <= p); svm_rejection 0.7; "
               "svm and celltypist (best match) never reject.", ""]

@@ -5,7 +5,8 @@ A reference is a directory ``REFDIR/NAME/`` holding exactly two files:
 - ``manifest.json``: format version, method, preset and hyperparameters, the genes in model order, the cell
   types, how values are expected and transformed, a training-data summary, validation scores, versions and
   date, the name/shape/dtype of every array and the SHA-256 of ``arrays.npz``;
-- ``arrays.npz``: every weight as a plain numpy array, read back with ``allow_pickle=False``.
+- ``arrays.npz``: every weight as a plain numpy array, read back with ``allow_pickle=False`` (the novelty
+  score's arrays under ``novelty.``; a reference without them loads, and predicts without a novelty score).
 
 Nothing read back from disk can execute code: no pickle, no joblib, no ``torch.load``. Loading checks the
 format version, that no other file is present, the checksum, and each array's shape and dtype against the
@@ -35,6 +36,7 @@ FORMAT = "gsrcl-reference"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
+NOVELTY_PREFIX = "novelty."  # the arrays of the novelty score (`gsrcl.novelty`), beside the method's own
 
 
 def resolve(refdir: str | os.PathLike, name: str) -> Path:
@@ -66,6 +68,7 @@ class Reference:
     arrays: dict[str, np.ndarray]
     path: Path | None = None
     _model: Any = field(default=None, repr=False, compare=False)
+    _novelty: Any = field(default=None, repr=False, compare=False)
 
     # --- what a reference holds ------------------------------------------------------------------------
     @property
@@ -93,8 +96,22 @@ class Reference:
         if self._model is None:
             from .methods import get_method
 
-            self._model = get_method(self.method).from_state(self.manifest["model"], self.arrays)
+            model_arrays = {k: v for k, v in self.arrays.items() if not k.startswith(NOVELTY_PREFIX)}
+            self._model = get_method(self.method).from_state(self.manifest["model"], model_arrays)
         return self._model
+
+    @property
+    def novelty(self):
+        """The `NoveltyModel` stored with the reference; None for a reference made without one."""
+        config = self.manifest.get("novelty")
+        if config is None:
+            return None
+        if self._novelty is None:
+            from .methods._training import split_arrays
+            from .novelty import NoveltyModel
+
+            self._novelty = NoveltyModel.from_state(config, split_arrays(self.arrays, NOVELTY_PREFIX), len(self.genes))
+        return self._novelty
 
     # --- building ------------------------------------------------------------------------------------------
     @classmethod
@@ -109,8 +126,13 @@ class Reference:
         hyperparameters: dict[str, Any],
         training: dict[str, Any],
         validation: dict[str, Any],
+        novelty=None,
     ) -> "Reference":
         config, arrays = model.state()
+        novelty_config = None
+        if novelty is not None:
+            novelty_config, novelty_arrays = novelty.state()
+            arrays = {**arrays, **{NOVELTY_PREFIX + k: v for k, v in novelty_arrays.items()}}
         arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
         manifest = {
             "format": FORMAT,
@@ -125,6 +147,7 @@ class Reference:
             "training": training,
             "validation": validation,
             "model": config,
+            "novelty": novelty_config,
             "arrays": {k: {"shape": list(v.shape), "dtype": str(v.dtype)} for k, v in arrays.items()},
             "versions": versions("numpy", "torch", "scikit-learn"),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
@@ -132,6 +155,7 @@ class Reference:
         _check_consistent(manifest)
         ref = cls(manifest=manifest, arrays=arrays)
         ref._model = model
+        ref._novelty = novelty
         return ref
 
     # --- disk ------------------------------------------------------------------------------------------------
@@ -209,6 +233,7 @@ class Reference:
         ref = cls(manifest=manifest, arrays=arrays, path=path)
         try:
             ref.model  # rebuild now, so that a bad reference fails here and not mid-prediction
+            ref.novelty
         except InvalidReferenceError:
             raise
         except (KeyError, ValueError, TypeError, RuntimeError) as exc:

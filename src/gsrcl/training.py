@@ -6,8 +6,8 @@ fewer than ``min_cells`` cells dropped with a warning naming them; optionally th
 genes (variance of the log1p values over the reference cells; the reference's gene list is then those genes);
 optionally only the genes the reference shares with a query (``genes_from``: the query's genes, matched
 as prediction matches them; applied first); a stratified validation split (``validation_size`` of each type
-with at least 10 cells; smaller types go to training only); the method's ``fit``; and a `Reference` whose
-manifest records all of it.
+with at least 10 cells; smaller types go to training only); the method's ``fit``; the novelty score
+(`gsrcl.novelty`, on all the cells); and a `Reference` whose manifest records all of it.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ def train(
     top_genes: int | None = None,
     genes_from=None,
     min_cells: int = MIN_CELLS,
+    novelty: bool = True,
     **overrides,
 ) -> Reference:
     """Train ``method`` ("afrcl" or "gsrcl") on ``adata`` and return the reference (not yet saved).
@@ -59,6 +60,7 @@ def train(
     by cell names is aligned to ``adata.obs_names``). ``overrides`` go to the method (e.g. ``hidden=(64,)``).
     ``genes_from``: a query (AnnData, its ``var``, or gene names): train on the genes it shares with ``adata``
     only, so the encoder never learns from genes that query will lack (applied before ``top_genes``).
+    ``novelty``: also fit the novelty score (`gsrcl.novelty`) on all the reference cells, stored with it.
     """
     t0 = time.perf_counter()
     if method not in METHODS:
@@ -116,6 +118,15 @@ def train(
     t_fit = time.perf_counter()
     model.fit(Xm[tr], labels[tr], Xm[va], labels[va])
     fit_seconds = time.perf_counter() - t_fit
+    novelty_model, novelty_seconds = None, 0.0
+    if novelty:
+        from .novelty import NoveltyModel
+
+        t_nov = time.perf_counter()
+        novelty_model = NoveltyModel(seed=seed).fit(Xm, labels)
+        novelty_seconds = time.perf_counter() - t_nov
+        log.info("novelty score fitted on %d cells, %d components, in %.1f s", len(labels),
+                 novelty_model.components_.shape[0], novelty_seconds)
 
     import torch
 
@@ -137,6 +148,7 @@ def train(
         "device": str(device),
         "torch_threads": int(torch.get_num_threads()),
         "seconds_fit": round(fit_seconds, 2),
+        "seconds_novelty": round(novelty_seconds, 2),
         "seconds": round(time.perf_counter() - t0, 2),
         "history": _history(history),
     }
@@ -149,6 +161,7 @@ def train(
         hyperparameters=model.hyperparameters,
         training=training,
         validation=getattr(model, "validation_", {}),
+        novelty=novelty_model,
     )
 
 

@@ -65,3 +65,10 @@ def fraction(text: str) -> float:
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 0 and below 1")
     return value
+
+
+def percentile(text: str) -> float:
+    value = _number(text, float, "a number")
+    if not 0.0 < value <= 100.0:
+        raise argparse.ArgumentTypeError(f"{value} is not a percentile above 0 and at most 100")
+    return value

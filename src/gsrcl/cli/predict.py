@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .common import add_common_arguments, add_input_arguments, positive_int, probability, reader_kwargs
+from .common import add_common_arguments, add_input_arguments, percentile, positive_int, probability, reader_kwargs
 
 log = logging.getLogger("gsrcl.predict")
 
@@ -22,8 +22,8 @@ def register(sub) -> None:
         "than 50% of the query genes must be in the reference), or the OUT/verified.h5ad that 'gsrcl verify' "
         "wrote (the default when -i is not given). Writes into OUT: probabilities.csv (barcode, one column per "
         "reference cell type, 'Identified as'), tsne.svg, legend.txt (label, colour, number of cells) and "
-        "annotated.h5ad (the query with obs['predicted_labels'], obs['conf_score'], obsm['probabilities'] and "
-        "uns['gsrcl']). The query is read in blocks of rows, so memory does not grow with its size.",
+        "annotated.h5ad (the query with obs['predicted_labels'], obs['conf_score'], obs['novelty_score'], "
+        "obsm['probabilities'] and uns['gsrcl']). The query is read in blocks of rows, so memory does not grow with its size.",
         epilog="A cell is 'Unassigned' when the probability the cut-off applies to is at most -p (equal counts as "
         "Unassigned). For AF-RCL that is the cell's highest multi-class probability. For GsRCL it is, by default, "
         "the highest of the per-type probabilities after dividing them by their sum (the reported ones, as the "
@@ -42,6 +42,10 @@ def register(sub) -> None:
                    "row-normalised (reported) one. Normalising makes a cell that every one-vs-rest task rejects "
                    "look confident, so this is the cut-off that flags cells of types the reference lacks. "
                    "No effect for AF-RCL")
+    p.add_argument("--novelty-cutoff", type=percentile, metavar="PCT",
+                   help="also call a cell 'Unassigned' when its novelty score (obs['novelty_score']: how unlike "
+                   "every reference cell type it is) is above that of PCT%% of the reference's own cells, e.g. "
+                   "99.5; off by default")
     p.add_argument("-l", "--log", choices=("auto", "0", "1"), default="auto",
                    help="auto (default): detect the values; 1: the input is raw counts (log1p is applied); "
                    "0: the input is already natural log(1+x)")
@@ -72,6 +76,7 @@ def run(args) -> int:
             args.outdir,
             p=args.probability,
             raw_cutoff=args.raw_cutoff,
+            novelty_cutoff=args.novelty_cutoff,
             log_mode=args.log,
             block_size=args.block_size,
             overwrite=args.overwrite,

@@ -1,0 +1,133 @@
+"""How unlike every reference cell type a cell is: a score for cells of types the reference lacks.
+
+The probabilities of a classifier say which known type a cell is most like, not whether it is like any of them:
+a cell of an unseen type often gets a confident label. The novelty score measures that second thing, in the
+reference's own gene space and independently of the method: the cells' log1p(CP10k) values, each gene scaled
+by its spread over the reference cells, projected on the reference's first principal components; the score is
+the Mahalanobis distance to the nearest reference type's centroid (covariance pooled within types), divided by
+the median of that distance over the reference cells themselves (1 = a typical reference cell).
+
+It is fitted at training time on the reference cells and stored with the reference as plain arrays.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+N_COMPONENTS = 50
+SCALE_FLOOR = 0.01  # added to each gene's standard deviation, so genes silent in the reference stay finite
+LOG_MAX = 50.0  # model input is clipped here before expm1 (e**50 is far above any count, far below float32's max)
+N_QUANTILES = 1001  # the reference cells' score distribution, for percentiles
+_DENSE_MAX = 20_000_000  # below this many matrix entries the PCA runs on a dense copy (exact SVD)
+
+
+def novelty_input(Xm) -> sp.csr_matrix:
+    """log1p(CP10k) from the model input (natural log1p scale): the per-cell depth taken out."""
+    from .values import library_size_normalize
+
+    X = sp.csr_matrix(Xm, dtype=np.float32, copy=True)
+    # values far beyond any log count (counts declared as logged) would overflow float32
+    np.minimum(X.data, LOG_MAX, out=X.data)
+    np.expm1(X.data, out=X.data)
+    X = library_size_normalize(X)
+    np.log1p(X.data, out=X.data)
+    return X
+
+
+class NoveltyModel:
+    """``fit(Xm, labels)`` on the reference's model input, then ``score(Xm)`` for any cells on the same genes."""
+
+    def __init__(self, n_components: int = N_COMPONENTS, seed: int = 0):
+        self.n_components = int(n_components)
+        self.seed = int(seed)
+
+    # --- fitting -------------------------------------------------------------------------------------
+    def fit(self, Xm, labels) -> "NoveltyModel":
+        from sklearn.decomposition import PCA
+        from sklearn.utils.sparsefuncs import mean_variance_axis
+
+        labels = np.asarray(labels).astype(str)
+        N = novelty_input(Xm)
+        k = min(self.n_components, min(N.shape) - 1)
+        if k < 1:
+            raise ValueError(f"the novelty score needs at least 2 cells and 2 genes, not {N.shape}")
+        _, var = mean_variance_axis(N, axis=0)
+        scale = np.sqrt(np.maximum(var, 0.0)) + SCALE_FLOOR
+        Z = N @ sp.diags(1.0 / scale)
+        if Z.shape[0] * Z.shape[1] <= _DENSE_MAX:
+            pca = PCA(k, svd_solver="full").fit(Z.toarray())
+        else:  # sparse input, centred implicitly
+            pca = PCA(k, svd_solver="arpack", random_state=self.seed).fit(Z.tocsr())
+        # the gene scaling folded into the components: P = N @ components.T - offset
+        self.components_ = (pca.components_ / scale[None, :]).astype(np.float32)
+        self.offset_ = (pca.mean_ @ pca.components_.T).astype(np.float64)
+        P = self._project(N)
+        self.cell_types_ = sorted(set(labels))
+        self.centroids_ = np.stack([P[labels == t].mean(axis=0) for t in self.cell_types_])
+        within = P - self.centroids_[np.searchsorted(self.cell_types_, labels)]
+        dof = max(len(labels) - len(self.cell_types_), 1)
+        cov = within.T @ within / dof
+        ridge = 1e-6 * np.trace(cov) / k + 1e-12
+        self.precision_ = np.linalg.inv(cov + ridge * np.eye(k))
+        d = self._distance(P)
+        self.median_ = float(np.median(d)) or 1.0
+        self.quantiles_ = np.quantile(d / self.median_, np.linspace(0.0, 1.0, N_QUANTILES))
+        return self
+
+    # --- scoring -------------------------------------------------------------------------------------
+    def _project(self, N: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(N @ self.components_.T, dtype=np.float64) - self.offset_
+
+    def _distance(self, P: np.ndarray) -> np.ndarray:
+        best = np.full(P.shape[0], np.inf)
+        for c in self.centroids_:
+            diff = P - c
+            best = np.minimum(best, np.einsum("ij,jk,ik->i", diff, self.precision_, diff))
+        return np.sqrt(np.maximum(best, 0.0))
+
+    def score(self, Xm) -> np.ndarray:
+        """The novelty score of each cell (rows of the model input, reference genes in order)."""
+        return self._distance(self._project(novelty_input(Xm))) / self.median_
+
+    def percentile(self, score) -> np.ndarray:
+        """The share (0-100) of reference cells that score below ``score``."""
+        return np.interp(np.asarray(score, dtype=np.float64), self.quantiles_, np.linspace(0.0, 100.0, N_QUANTILES))
+
+    def threshold(self, percentile: float) -> float:
+        """The score of the reference cells' ``percentile``-th percentile."""
+        return float(np.interp(float(percentile), np.linspace(0.0, 100.0, N_QUANTILES), self.quantiles_))
+
+    # --- storage -------------------------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        config = {"n_components": int(self.components_.shape[0]), "seed": self.seed, "median": self.median_,
+                  "cell_types": list(self.cell_types_), "scale_floor": SCALE_FLOOR,
+                  "input": "log1p(CP10k) of the model input, genes scaled by their reference standard deviation"}
+        arrays = {"components": self.components_, "offset": self.offset_, "centroids": self.centroids_,
+                  "precision": self.precision_, "quantiles": self.quantiles_}
+        return config, arrays
+
+    @classmethod
+    def from_state(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], n_genes: int) -> "NoveltyModel":
+        k = int(config["n_components"])
+        types = [str(t) for t in config["cell_types"]]
+        expected = {"components": (k, n_genes), "offset": (k,), "centroids": (len(types), k),
+                    "precision": (k, k), "quantiles": (N_QUANTILES,)}
+        if set(arrays) != set(expected):
+            raise ValueError(f"novelty arrays {sorted(set(arrays) ^ set(expected))[:3]} are missing or unexpected")
+        for key, shape in expected.items():
+            if tuple(arrays[key].shape) != shape:
+                raise ValueError(f"novelty array {key!r} has shape {arrays[key].shape}, expected {shape}")
+        model = cls(n_components=k, seed=int(config.get("seed", 0)))
+        model.components_ = np.asarray(arrays["components"], dtype=np.float32)
+        model.offset_ = np.asarray(arrays["offset"], dtype=np.float64)
+        model.centroids_ = np.asarray(arrays["centroids"], dtype=np.float64)
+        model.precision_ = np.asarray(arrays["precision"], dtype=np.float64)
+        model.quantiles_ = np.asarray(arrays["quantiles"], dtype=np.float64)
+        model.cell_types_ = types
+        model.median_ = float(config["median"])
+        if not model.median_ > 0:
+            raise ValueError(f"the novelty median must be positive, not {model.median_}")
+        return model
