@@ -73,6 +73,15 @@ def _fold(adata, fold: int):
     return adata[tr].copy(), adata[te].copy()
 
 
+def _model_input(ref, X):
+    """What prediction feeds the model: the reference's value step (log1p CP10k in the default preset) on top
+    of the log1p values, over the reference genes."""
+    from gsrcl.values import log1p_normalized
+
+    size = ref.values.get("library_size")
+    return log1p_normalized(X, size) if size else X
+
+
 def _log1p(adata):
     import numpy as np
 
@@ -136,7 +145,7 @@ def run_job(job: dict) -> dict:
         out["distinct_checkpoints"] = len(v["encoders"])
     if test is not None:
         model = ref.model
-        Xte = _log1p(test)[:, [test.var_names.get_loc(g) for g in ref.genes]]
+        Xte = _model_input(ref, _log1p(test)[:, [test.var_names.get_loc(g) for g in ref.genes]])
         yte = test.obs["cell_type"].astype(str).to_numpy()
         t1 = time.perf_counter()
         proba = model.predict_proba(Xte)
@@ -145,7 +154,7 @@ def run_job(job: dict) -> dict:
         out.update(_scores(yte, np.array(model.cell_types)[proba.argmax(axis=1)]))
         if job.get("predict_cells"):  # prediction speed on more cells (resampled), aligned the same way
             many = _load(job["predict_cells"], seed=SEED + 1)
-            Xmany = _log1p(many)[:, [many.var_names.get_loc(g) for g in ref.genes]]
+            Xmany = _model_input(ref, _log1p(many)[:, [many.var_names.get_loc(g) for g in ref.genes]])
             t1 = time.perf_counter()
             model.predict_proba(Xmany)
             out["cells_per_second_predict"] = Xmany.shape[0] / (time.perf_counter() - t1)

@@ -83,9 +83,11 @@ def test_gsrcl_probabilities_are_the_models_and_the_raw_cutoff_uses_max_raw_scor
     raw = out.obsm["raw_scores"]
     np.testing.assert_allclose(out.obs["max_raw_score"], raw.max(axis=1), rtol=1e-6)
     from gsrcl.genes import align, match_genes
-    from gsrcl.values import to_model_input
+    from gsrcl.values import log1p_normalized, to_model_input
 
     Xm = to_model_input(align(q.X, match_genes(q.var, ref.genes)), "counts")
+    assert ref.values["library_size"] == 10_000  # the default preset: log1p CP10k
+    Xm = log1p_normalized(Xm, 10_000)
     np.testing.assert_allclose(out.obsm["probabilities"], ref.model.predict_proba(Xm), rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(raw, ref.model.predict_scores(Xm), rtol=1e-5, atol=1e-6)
 

@@ -168,6 +168,29 @@ def test_labels_series_by_cell_id_and_top_genes():
     assert ref.manifest["training"]["cells_per_type"] == adata.obs["cell_type"].value_counts().sort_index().to_dict()
 
 
+def test_default_preset_trains_on_log1p_cp10k_of_the_selected_genes(monkeypatch):
+    from gsrcl.methods.afrcl import AFRCL
+
+    seen = {}
+    fit = AFRCL.fit
+
+    def spy(self, X, y, X_val=None, y_val=None):
+        seen["X"] = X
+        return fit(self, X, y, X_val, y_val)
+
+    monkeypatch.setattr(AFRCL, "fit", spy)
+    adata = small_adata()
+    ref = train(adata, "cell_type", "afrcl", top_genes=300, **TINY)
+    totals = np.expm1(seen["X"].toarray().astype(np.float64)).sum(axis=1)
+    assert seen["X"].shape[1] == 300 and np.allclose(totals[totals > 0], 1e4, rtol=1e-3)
+    assert ref.values["library_size"] == 10_000
+    # the paper preset takes log1p of the counts, as the papers
+    paper = train(adata, "cell_type", "afrcl", preset="paper", **TINY)
+    assert paper.values["library_size"] is None
+    counts = np.expm1(seen["X"].data.astype(np.float64))
+    assert np.allclose(counts, np.rint(counts), atol=1e-3) and counts.max() > 1e2  # log1p of the counts
+
+
 # --- the command line ------------------------------------------------------------------------------------
 CONFIG = json.dumps({k: v for k, v in TINY.items() if k not in ("quiet", "epochs")})
 

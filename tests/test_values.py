@@ -157,3 +157,17 @@ def test_library_size_normalize_keeps_zero_rows():
     np.testing.assert_allclose(np.asarray(Y.sum(axis=1)).ravel(), [100, 0, 100], rtol=1e-6)
     np.testing.assert_allclose(Y.toarray()[0], [25, 75, 0], rtol=1e-6)
     assert Y.nnz == X.nnz and Y.dtype == np.float32
+
+
+def test_log1p_normalized_scales_each_cell_and_is_idempotent():
+    from gsrcl.values import log1p_normalized
+
+    counts = sp.csr_matrix(np.array([[1, 0, 3], [0, 0, 0], [10, 10, 0]], dtype=np.float32))
+    Xm = counts.copy()
+    Xm.data = np.log1p(Xm.data)
+    out = log1p_normalized(Xm, 100.0)
+    expected = np.log1p(np.array([[25, 0, 75], [0, 0, 0], [50, 50, 0]], dtype=np.float64))
+    np.testing.assert_allclose(out.toarray(), expected, rtol=1e-5)
+    np.testing.assert_allclose(log1p_normalized(out, 100.0).toarray(), expected, rtol=1e-5)
+    # values far beyond a log count (counts declared as logged) stay finite
+    assert np.isfinite(log1p_normalized(counts * 1000, 100.0).data).all()

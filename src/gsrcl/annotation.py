@@ -295,11 +295,12 @@ def predict_source(
     from tqdm.auto import tqdm
 
     from .genes import align
-    from .values import to_model_input
+    from .values import log1p_normalized, to_model_input
 
     p = check_p(p)
     novelty_max = check_novelty_cutoff(novelty_cutoff, ref)
     novelty = ref.novelty
+    library_size = ref.values.get("library_size")  # None for references that take log1p counts as they are
     if int(block_size) < 1:
         raise ValueError(f"block size must be a positive number of cells, not {block_size}")
     block_size = int(block_size)
@@ -329,6 +330,8 @@ def predict_source(
             if on_block is not None:
                 on_block(start, block)
             X = to_model_input(align(block, match), kind)
+            if library_size:
+                X = log1p_normalized(X, library_size)
             lo, hi = np.searchsorted(sample, [start, stop])
             rows = sample[lo:hi] - start
             if hi > lo and both is not None:  # one encoder pass for the scores and the t-SNE embedding

@@ -19,22 +19,15 @@ import scipy.sparse as sp
 
 N_COMPONENTS = 50
 SCALE_FLOOR = 0.01  # added to each gene's standard deviation, so genes silent in the reference stay finite
-LOG_MAX = 50.0  # model input is clipped here before expm1 (e**50 is far above any count, far below float32's max)
 N_QUANTILES = 1001  # the reference cells' score distribution, for percentiles
 _DENSE_MAX = 20_000_000  # below this many matrix entries the PCA runs on a dense copy (exact SVD)
 
 
 def novelty_input(Xm) -> sp.csr_matrix:
     """log1p(CP10k) from the model input (natural log1p scale): the per-cell depth taken out."""
-    from .values import library_size_normalize
+    from .values import log1p_normalized
 
-    X = sp.csr_matrix(Xm, dtype=np.float32, copy=True)
-    # values far beyond any log count (counts declared as logged) would overflow float32
-    np.minimum(X.data, LOG_MAX, out=X.data)
-    np.expm1(X.data, out=X.data)
-    X = library_size_normalize(X)
-    np.log1p(X.data, out=X.data)
-    return X
+    return log1p_normalized(Xm, 1e4)
 
 
 class NoveltyModel:

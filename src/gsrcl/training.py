@@ -1,7 +1,9 @@
 """``gsrcl.train``: build a reference from labelled cells.
 
 The steps: labels checked (missing or empty labels are a LabelsError); values detected (raw counts get log1p,
-values already log1p are used as they are, never logged twice; scaled values are refused); cell types with
+values already log1p are used as they are, never logged twice; scaled values are refused; the default preset
+then scales each cell to 10,000 on the count scale, log1p CP10k, after any gene selection, as prediction
+does over the reference genes); cell types with
 fewer than ``min_cells`` cells dropped with a warning naming them; optionally the ``top_genes`` most variable
 genes (variance of the log1p values over the reference cells; the reference's gene list is then those genes);
 optionally only the genes the reference shares with a query (``genes_from``: the query's genes, matched
@@ -86,16 +88,19 @@ def train(
         )
     X = _matrix(adata)
 
-    from .values import detect_values, to_model_input
+    from .values import detect_values, log1p_normalized, to_model_input
 
     report = detect_values(X)
     if report.kind != "scaled":  # scaled values are refused just below, with their own message
         (log.warning if report.warn else log.info)("values: %s", report.message)
     Xm = to_model_input(X, report)
+    library_size = model.params.get("library_size")
     values = {
         "expected": report.kind,
         "transform": "log1p" if report.kind in ("counts", "normalized") else "none",
         "log_base": float(report.log_base) if report.log_base else None,
+        # then each cell scaled to this total on the count scale and logged again (None: not scaled)
+        "library_size": float(library_size) if library_size else None,
         "message": report.message,
     }
 
@@ -111,6 +116,8 @@ def train(
         Xm, genes, top = _top_genes(Xm, genes, int(top_genes))
         selection = top if selection is None else {**top, "after": selection}
 
+    if library_size:  # after the gene selection: prediction scales each query cell over the reference genes
+        Xm = log1p_normalized(Xm, float(library_size))
     tr, va = split_validation(labels, validation_size, seed, MIN_VALIDATION_CELLS)
     types, counts = np.unique(labels, return_counts=True)
     log.info("training %s (%s preset) on %d cells (%d for validation), %d genes, %d cell types",

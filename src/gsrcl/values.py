@@ -188,6 +188,20 @@ def to_model_input(X, kind: str | ValueReport, *, log_base: float | None = None)
     return out
 
 
+LOG_INPUT_MAX = 50.0  # model input clipped here before expm1 (e**50 is far above any count, below float32's max)
+
+
+def log1p_normalized(Xm, target: float = 1e4) -> sp.csr_matrix:
+    """log1p of each cell's values scaled to sum to ``target`` (e.g. log1p CP10k), from model input on the
+    natural log1p scale. Idempotent: values normalised already come back unchanged."""
+    X = sp.csr_matrix(Xm, dtype=np.float32, copy=True)
+    np.minimum(X.data, LOG_INPUT_MAX, out=X.data)  # counts declared as logged would overflow float32
+    np.expm1(X.data, out=X.data)
+    X = library_size_normalize(X, target)
+    np.log1p(X.data, out=X.data)
+    return X
+
+
 def library_size_normalize(X, target: float = 1e4) -> sp.csr_matrix:
     """Each row scaled to sum to ``target`` (CSR float32; all-zero rows stay zero)."""
     out = sp.csr_matrix(X, dtype=np.float32, copy=True)
