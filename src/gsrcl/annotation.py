@@ -295,12 +295,14 @@ def predict_source(
     from tqdm.auto import tqdm
 
     from .genes import align
+    from .novelty import CP10K
     from .values import log1p_normalized, to_model_input
 
     p = check_p(p)
     novelty_max = check_novelty_cutoff(novelty_cutoff, ref)
     novelty = ref.novelty
     library_size = ref.values.get("library_size")  # None for references that take log1p counts as they are
+    cp10k = library_size == CP10K  # the model input is the novelty score's input already
     if int(block_size) < 1:
         raise ValueError(f"block size must be a positive number of cells, not {block_size}")
     block_size = int(block_size)
@@ -346,7 +348,7 @@ def predict_source(
             if gsrcl:
                 scores[start:stop] = s
             if novel is not None:
-                novel[start:stop] = novelty.score(X)
+                novel[start:stop] = novelty.score(X, cp10k=cp10k)
             done += block.shape[0]
             bar.update(block.shape[0])
     if done != n:

@@ -23,11 +23,15 @@ N_QUANTILES = 1001  # the reference cells' score distribution, for percentiles
 _DENSE_MAX = 20_000_000  # below this many matrix entries the PCA runs on a dense copy (exact SVD)
 
 
-def novelty_input(Xm) -> sp.csr_matrix:
-    """log1p(CP10k) from the model input (natural log1p scale): the per-cell depth taken out."""
+CP10K = 1e4
+
+
+def novelty_input(Xm, cp10k: bool = False) -> sp.csr_matrix:
+    """log1p(CP10k) from the model input (natural log1p scale): the per-cell depth taken out. ``cp10k``: the
+    model input is log1p CP10k already (the default preset's), so it is used as it is."""
     from .values import log1p_normalized
 
-    return log1p_normalized(Xm, 1e4)
+    return sp.csr_matrix(Xm, dtype=np.float32) if cp10k else log1p_normalized(Xm, CP10K)
 
 
 class NoveltyModel:
@@ -38,12 +42,12 @@ class NoveltyModel:
         self.seed = int(seed)
 
     # --- fitting -------------------------------------------------------------------------------------
-    def fit(self, Xm, labels) -> "NoveltyModel":
+    def fit(self, Xm, labels, cp10k: bool = False) -> "NoveltyModel":
         from sklearn.decomposition import PCA
         from sklearn.utils.sparsefuncs import mean_variance_axis
 
         labels = np.asarray(labels).astype(str)
-        N = novelty_input(Xm)
+        N = novelty_input(Xm, cp10k)
         k = min(self.n_components, min(N.shape) - 1)
         if k < 1:
             raise ValueError(f"the novelty score needs at least 2 cells and 2 genes, not {N.shape}")
@@ -81,9 +85,10 @@ class NoveltyModel:
             best = np.minimum(best, np.einsum("ij,jk,ik->i", diff, self.precision_, diff))
         return np.sqrt(np.maximum(best, 0.0))
 
-    def score(self, Xm) -> np.ndarray:
-        """The novelty score of each cell (rows of the model input, reference genes in order)."""
-        return self._distance(self._project(novelty_input(Xm))) / self.median_
+    def score(self, Xm, cp10k: bool = False) -> np.ndarray:
+        """The novelty score of each cell (rows of the model input, reference genes in order; ``cp10k`` as
+        `novelty_input`)."""
+        return self._distance(self._project(novelty_input(Xm, cp10k))) / self.median_
 
     def percentile(self, score) -> np.ndarray:
         """The share (0-100) of reference cells that score below ``score``."""

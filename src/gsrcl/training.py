@@ -127,10 +127,10 @@ def train(
     fit_seconds = time.perf_counter() - t_fit
     novelty_model, novelty_seconds = None, 0.0
     if novelty:
-        from .novelty import NoveltyModel
+        from .novelty import CP10K, NoveltyModel
 
         t_nov = time.perf_counter()
-        novelty_model = NoveltyModel(seed=seed).fit(Xm, labels)
+        novelty_model = NoveltyModel(seed=seed).fit(Xm, labels, cp10k=library_size == CP10K)
         novelty_seconds = time.perf_counter() - t_nov
         log.info("novelty score fitted on %d cells, %d components, in %.1f s", len(labels),
                  novelty_model.components_.shape[0], novelty_seconds)
