@@ -103,8 +103,8 @@ def check_novelty_cutoff(percentile: float | None, ref) -> float | None:
     if not 0.0 < percentile <= 100.0:
         raise ValueError(f"the novelty cut-off must be a percentile above 0 and at most 100, not {percentile}")
     if ref.novelty is None:
-        raise InvalidReferenceError(f"reference {ref.name!r} has no novelty score (made by an older gsrcl or with novelty=False): "
-                         "retrain it, or leave out the novelty cut-off")
+        raise InvalidReferenceError(f"reference {ref.name!r} has no novelty score (made by an older gsrcl or with "
+                                    "novelty=False): retrain it, or leave out the novelty cut-off")
     return ref.novelty.threshold(percentile)
 
 
