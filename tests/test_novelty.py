@@ -130,7 +130,8 @@ def test_novelty_travels_with_the_reference_into_prediction(saved):
     out = annotate(adata, loaded, quiet=True)
     assert np.allclose(out.obs["novelty_score"], annotate(adata, ref, quiet=True).obs["novelty_score"])
     assert np.isclose(np.median(out.obs["novelty_score"]), 1.0, rtol=1e-3)  # the reference cells themselves
-    assert "novelty_score" in out.uns["gsrcl"]["columns"]
+    assert "novelty_score" in out.uns["gsrcl"]["columns"] and "unseen_score" in out.uns["gsrcl"]["columns"]
+    assert np.allclose(out.obs["unseen_score"], out.obs["novelty_score"] / out.obs["conf_score"], rtol=1e-6)
     # the cut-off: cells above the reference's 90th percentile become Unassigned, and only those
     cut = annotate(adata, loaded, quiet=True, novelty_cutoff=90)
     far = out.obs["novelty_score"].to_numpy() > loaded.novelty.threshold(90)
@@ -149,7 +150,7 @@ def test_reference_without_novelty_still_predicts(tmp_path):
     assert ref.manifest["novelty"] is None and not any(k.startswith("novelty.") for k in ref.arrays)
     loaded = Reference.load(ref.save(tmp_path, "plain"))
     out = annotate(adata, loaded, quiet=True)
-    assert "novelty_score" not in out.obs and "predicted_labels" in out.obs
+    assert "novelty_score" not in out.obs and "unseen_score" not in out.obs and "predicted_labels" in out.obs
     with pytest.raises(InvalidReferenceError, match="no novelty score"):
         annotate(adata, loaded, quiet=True, novelty_cutoff=99)
 

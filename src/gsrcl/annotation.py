@@ -17,7 +17,9 @@ probability the cut-off is applied to is **<= p** (equal to p is Unassigned, as 
 Every cell also gets ``obs['novelty_score']`` (`gsrcl.novelty`: how unlike every reference type it is, 1 = a
 typical reference cell), which tells cells of types the reference lacks from known ones better than any
 probability; with ``novelty_cutoff`` (a percentile of the reference cells' scores) cells above it are
-Unassigned as well.
+Unassigned as well. ``obs['unseen_score']`` is ``novelty_score / conf_score``: high for a cell that is far from
+every reference type, or unsure between types, or both. It ranks cells of types the reference lacks first better
+than either part alone (the unseen-type AUROC in ``benchmarks/results/accuracy.md``); labels do not depend on it.
 
 Outputs (``predict_files``), each written to a temporary file in OUT and renamed into place once all are done:
 ``probabilities.csv``, ``tsne.svg``, ``legend.txt`` and ``annotated.h5ad`` (see ``annotate`` for its content).
@@ -165,6 +167,11 @@ class Prediction:
     @property
     def conf(self) -> np.ndarray:
         return self.proba.max(axis=1) if len(self.proba) else np.empty(0)
+
+    @property
+    def unseen(self) -> np.ndarray | None:
+        """novelty / conf (None without a novelty score): conf is at least 1/K, so this is finite."""
+        return None if self.novelty is None else self.novelty / self.conf
 
     @property
     def max_raw(self) -> np.ndarray | None:
@@ -450,6 +457,7 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
         obs["max_raw_score"] = pred.max_raw.astype(np.float32)
     if pred.novelty is not None:
         obs["novelty_score"] = pred.novelty.astype(np.float32)
+        obs["unseen_score"] = pred.unseen.astype(np.float32)
     # plain arrays, columns in uns['gsrcl']['cell_types'] order: as DataFrame columns, type names holding '/'
     # (e.g. "CD4+/CD25 T Reg") would become nested HDF5 groups; ``probabilities(adata)`` gives the DataFrame
     obsm = {"probabilities": np.ascontiguousarray(pred.proba)}
@@ -475,7 +483,10 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
                                  "no cell-type task claims, however high conf_score is"} if pred.scores is not None else {}),
             **({"novelty_score": "distance to the nearest reference cell type in the reference's principal "
                                  "components, over the median reference cell's (1 = typical; high = unlike every "
-                                 "reference type, e.g. a type the reference lacks)"} if pred.novelty is not None else {}),
+                                 "reference type, e.g. a type the reference lacks)",
+                "unseen_score": "novelty_score / conf_score: high for a cell far from every reference type or "
+                                "unsure between them; sort by it to find cells of types the reference lacks"}
+               if pred.novelty is not None else {}),
             "obsm.probabilities": "reported probabilities (n x K array), columns = uns['gsrcl']['cell_types']",
             **({"obsm.raw_scores": "GsRCL: un-normalised one-vs-rest probabilities (n x K array), columns = "
                                    "uns['gsrcl']['cell_types']"} if pred.scores is not None else {}),

@@ -20,7 +20,7 @@ Protocol (Abdelaal et al. 2019, Genome Biol 20:194, and their ``evaluate.R``):
   per-fold macro-F1 values are kept too.
 
 Methods: ``gsrcl`` / ``afrcl`` (``gsrcl.train`` default preset, ``gsrcl.annotate`` at p = 0.5, confidence
-``conf_score``; GsRCL also ``max_raw_score``), ``svm`` and ``svm_rejection`` (Abdelaal's LinearSVC on log1p
+``conf_score``; also scored: GsRCL's ``max_raw_score``, ``novelty_score`` and ``unseen_score``), ``svm`` and ``svm_rejection`` (Abdelaal's LinearSVC on log1p
 counts, and LinearSVC in ``CalibratedClassifierCV(cv=3)`` rejecting below 0.7), ``celltypist`` (CellTypist's
 logistic regression; see `CellTypistLR`).
 
@@ -493,7 +493,7 @@ class CellTypistLR:
 class OurMethod:
     """GsRCL or AF-RCL through the public API: ``gsrcl.train`` (default preset) then ``gsrcl.annotate`` at
     ``p`` on the query aligned to the reference genes. Confidence = ``conf_score``; also scored: GsRCL's
-    ``max_raw_score`` and (negated) ``novelty_score``."""
+    ``max_raw_score`` and (negated) ``novelty_score`` and ``unseen_score``."""
 
     modules = ("torch", "gsrcl.training", "gsrcl.annotation", "gsrcl.methods.afrcl", "gsrcl.methods.gsrcl", "gsrcl.genes")
 
@@ -524,8 +524,9 @@ class OurMethod:
         out = annotate(query, self.reference_, p=self.p, quiet=True)
         obs = out.obs
         scores = {"max_raw_score": obs["max_raw_score"].to_numpy(float)} if "max_raw_score" in obs else {}
-        if "novelty_score" in obs:  # negated: the AUROC takes higher = more likely a known type
-            scores["novelty_score"] = -obs["novelty_score"].to_numpy(float)
+        for name in ("novelty_score", "unseen_score"):  # negated: the AUROC takes higher = more likely a known type
+            if name in obs:
+                scores[name] = -obs[name].to_numpy(float)
         types = np.asarray(out.uns["gsrcl"]["cell_types"], dtype=object)
         best = types[np.asarray(out.obsm["probabilities"]).argmax(axis=1)]
         return Prediction(obs["predicted_labels"].astype(str).to_numpy(object), obs["conf_score"].to_numpy(float),
@@ -861,7 +862,7 @@ def _side_text(side: dict | None) -> str:
 
 
 def _extra_aurocs(metrics: dict) -> str:
-    """'name AUROC' for each further confidence score of an entry (GsRCL's max_raw_score, our novelty_score)."""
+    """'name AUROC' for each further confidence score of an entry (GsRCL's max_raw_score, our novelty_score and unseen_score)."""
     prefix = "unseen_auroc_"
     return ", ".join(f"{k[len(prefix):]} {_fmt(v)}" for k, v in metrics.items() if k.startswith(prefix) and v is not None)
 
@@ -906,7 +907,7 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "## Unseen-type AUROC", "",
                   "AUROC of each method's confidence for telling the query's cells of known types from those of "
                   "types the reference lacks; in brackets further scores of ours (`novelty_score`: how unlike "
-                  "every reference type a cell is, `gsrcl.novelty`).", "",
+                  "every reference type a cell is, `gsrcl.novelty`; `unseen_score`: novelty_score / conf_score).", "",
                   "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
         for name, t in unseen_tasks:
             cells = []
@@ -992,7 +993,7 @@ def markdown(results: dict[str, Any]) -> str:
                 impl.setdefault(m, f"not available: {e.get('note', '')}")
     lines += [f"- **{m}**: {impl[m]}" for m in methods if m in impl]
     lines += ["- Confidence scores for the AUROC: ours `conf_score` (GsRCL also `max_raw_score`, the highest "
-              "un-normalised one-vs-rest probability; both also `novelty_score`, negated); svm the highest decision value; svm_rejection the highest "
+              "un-normalised one-vs-rest probability; both also `novelty_score` and `unseen_score` = novelty_score / conf_score, negated); svm the highest decision value; svm_rejection the highest "
               "calibrated probability; celltypist the highest one-vs-rest probability.",
               "- Cut-offs: ours p = 0.5 (Unassigned when the reported probability is <= p); svm_rejection 0.7; "
               "svm and celltypist (best match) never reject.", ""]
