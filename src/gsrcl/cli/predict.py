@@ -23,7 +23,7 @@ def register(sub) -> None:
         "wrote (the default when -i is not given). Writes into OUT: probabilities.csv (barcode, one column per "
         "reference cell type, 'Identified as'), tsne.svg, legend.txt (label, colour, number of cells) and "
         "annotated.h5ad (the query with obs['predicted_labels'], obs['conf_score'], obs['novelty_score'], "
-        "obsm['probabilities'] and uns['gsrcl']). The query is read in blocks of rows, so memory does not grow with its size.",
+        "obs['unseen_score'], obsm['probabilities'] and uns['gsrcl']). The query is read in blocks of rows, so memory does not grow with its size.",
         epilog="A cell is 'Unassigned' when the probability the cut-off applies to is at most -p (equal counts as "
         "Unassigned). For AF-RCL that is the cell's highest multi-class probability. For GsRCL it is, by default, "
         "the highest of the per-type probabilities after dividing them by their sum (the reported ones, as the "
