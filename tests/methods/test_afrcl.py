@@ -142,3 +142,25 @@ def test_averaged_checkpoint_is_a_candidate(split):
     assert (m.validation_["best_epoch"] == "mean") == (scores[-1] >= max(scores[:-1]))
     off = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=None, average_checkpoints=False).fit(Xtr, ytr)
     assert "averaged_checkpoints" not in off.history_ and len(off.history_["validation"]) == 5
+
+
+def test_gene_scaling_is_learnt_from_the_reference_stored_and_applied(fitted, split):
+    from gsrcl.methods.afrcl import PRESETS, SCALE_CLIP
+
+    Xtr, _, Xte, _ = split
+    sd = Xtr.toarray().astype(np.float64).std(axis=0)
+    np.testing.assert_allclose(fitted.gene_scale_, 1.0 / (sd + 0.1), rtol=1e-4)
+    assert PRESETS["default"]["scale_genes"] and not PRESETS["paper"]["scale_genes"]
+    # prediction scales the query the same way: without the scale the same weights give other probabilities
+    plain = AFRCL.from_state(*fitted.state())
+    plain.gene_scale_ = None
+    assert not np.allclose(plain.predict_proba(Xte), fitted.predict_proba(Xte))
+    big = Xte.copy()
+    big.data[:] = 1e3
+    assert fitted._scaled(big).data.max() == SCALE_CLIP
+    config, arrays = fitted.state()
+    assert arrays["input.scale"].shape == (Xtr.shape[1],)
+    with pytest.raises(ValueError, match="gene scale"):
+        AFRCL.from_state(config, dict(arrays, **{"input.scale": arrays["input.scale"][:-1]}))
+    with pytest.raises(ValueError, match="gene scale"):
+        AFRCL.from_state(config, dict(arrays, **{"input.scale": -arrays["input.scale"]}))

@@ -75,6 +75,7 @@ import time
 from typing import Any
 
 import numpy as np
+import scipy.sparse as sp
 import torch
 
 from ..nn import Encoder, ProjectionHead, afrcl_loss
@@ -126,7 +127,13 @@ _COMMON = {
     # each cell scaled to this total before log1p (gsrcl.values.log1p_normalized; None: log1p of the counts,
     # as the papers); recorded in the reference's values and applied to every query
     "library_size": None,
+    # each gene divided by (its standard deviation over the reference cells + 0.1), values clipped at SCALE_CLIP;
+    # no centring, so the input stays sparse (the first layer's BatchNorm takes out any shift)
+    "scale_genes": False,
 }
+
+SCALE_CLIP = 10.0  # as scanpy's scale(max_value=10)
+SCALE_OFFSET = 0.1  # added to each gene's sd: rare genes, whose sd is tiny, are not blown up
 
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
@@ -152,10 +159,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "svm_ties": "largest_c",  # settings tied on CV MCC: the largest C (gsrcl.svm.fit_svc)
         "average_checkpoints": True,
         "library_size": 10_000,  # log1p CP10k: depth differences between batches taken out
+        "scale_genes": True,
         "svm_grid_cells": 3000,
         "score_cells": 2000,
     },
 }
+
+def gene_scale(X) -> np.ndarray:
+    """1 / (sd + SCALE_OFFSET) of each column of CSR ``X`` (float32), the sd over all rows, zeros included."""
+    X = as_csr(X)
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
+    return (1.0 / (np.sqrt(np.maximum(sq - mean * mean, 0.0)) + SCALE_OFFSET)).astype(np.float32)
+
 
 class AFRCL(EstimatorBase):
     """AF-RCL as an estimator: ``fit(X, y, X_val, y_val)`` on log1p CSR input, ``predict_proba`` (n, K)."""
@@ -168,6 +184,8 @@ class AFRCL(EstimatorBase):
         p = self.params
         device = resolve_device(self.device)
         X, y, X_val, y_val = fit_inputs(X, y, X_val, y_val, p["validation_size"], self.seed)
+        self.gene_scale_ = gene_scale(vstack(X, X_val) if len(y_val) else X) if p["scale_genes"] else None
+        X, X_val = self._scaled(X), self._scaled(X_val)
         self.cell_types = sorted(map(str, np.unique(y)))
         codes = np.searchsorted(self.cell_types, y)
         t0 = time.perf_counter()
@@ -278,9 +296,17 @@ class AFRCL(EstimatorBase):
         return self
 
     # --- prediction ----------------------------------------------------------------------------------
+    def _scaled(self, X):
+        """X with the reference's gene scaling applied (X itself when the model has none)."""
+        if getattr(self, "gene_scale_", None) is None:
+            return X
+        out = sp.csr_matrix(as_csr(X) @ sp.diags(self.gene_scale_), dtype=np.float32)
+        np.minimum(out.data, SCALE_CLIP, out=out.data)
+        return out
+
     def embed(self, X) -> np.ndarray:
         self._check_fitted()
-        return encode(self.encoder_, X, torch.device("cpu"), self.params.get("block", BLOCK))
+        return encode(self.encoder_, self._scaled(X), torch.device("cpu"), self.params.get("block", BLOCK))
 
     def predict_scores(self, X) -> np.ndarray:
         """Multi-class probabilities (n, K), columns in ``cell_types`` order; rows sum to 1."""
@@ -289,7 +315,7 @@ class AFRCL(EstimatorBase):
         block = self.params.get("block", BLOCK)
         out = np.empty((X.shape[0], len(self.cell_types)), dtype=np.float64)
         for start in range(0, X.shape[0], block):
-            emb = encode(self.encoder_, X[start : start + block], torch.device("cpu"), block)
+            emb = encode(self.encoder_, self._scaled(X[start : start + block]), torch.device("cpu"), block)
             out[start : start + block] = np.asarray(self.svc_.predict_proba(emb))[:, self._order]
         return out
 
@@ -306,6 +332,8 @@ class AFRCL(EstimatorBase):
             "hyperparameters": self.hyperparameters,
         }
         arrays = {**self.encoder_.to_arrays("encoder."), **prefixed(svc_arrays, "svc.")}
+        if self.gene_scale_ is not None:
+            arrays["input.scale"] = self.gene_scale_
         return config, arrays
 
     @classmethod
@@ -313,7 +341,7 @@ class AFRCL(EstimatorBase):
         from ..svm import PortableSVC
 
         model = cls._from_config(config)
-        stray = sorted(k for k in arrays if not k.startswith(("encoder.", "svc.")))
+        stray = sorted(k for k in arrays if not k.startswith(("encoder.", "svc.")) and k != "input.scale")
         if stray:
             raise ValueError(f"unexpected arrays {stray[:3]}")
         encoder = Encoder.from_arrays(arrays, "encoder.", input_dropout=config["encoder"].get("input_dropout", 0.0))
@@ -322,6 +350,12 @@ class AFRCL(EstimatorBase):
         svc = PortableSVC.from_state(config["svc"], split_arrays(arrays, "svc."))
         types = [str(t) for t in config["cell_types"]]
         check_svc(svc, types, encoder.out, "the SVM")
+        scale = arrays.get("input.scale")
+        if scale is not None and (scale.ndim != 1 or len(scale) != encoder.n_inputs or not np.isfinite(scale).all()
+                                  or (scale <= 0).any()):
+            raise ValueError(f"the gene scale has shape {scale.shape} (positive values needed, one per gene: "
+                             f"{encoder.n_inputs})")
+        model.gene_scale_ = None if scale is None else scale.astype(np.float32)
         model.cell_types = types
         model.encoder_ = encoder.eval()
         model.svc_ = svc
