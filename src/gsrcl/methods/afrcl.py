@@ -61,9 +61,9 @@ per fold, 1 thread on a shared 2-core machine):
   stratified 2,000 of the training cells (``score_cells``) and the final SVM's C and gamma are searched on a
   stratified 3,000 (``svm_grid_cells``), then that setting is fitted on all cells: the SVM's cost grows with
   the square of the cells, 80 fits for the grid.
-Result: 5-fold macro-F1 0.9921 (linear SVM on log1p counts 0.9909, ratio 1.001; per fold 1.000, 0.991, 0.985,
-0.992, 0.992; 0.9931 on log1p counts, 0.9895 before the tie rule and the averaged checkpoint), 31-48 s per
-fold with one thread; all 1,000 cells with 2 threads: 53 s, peak memory 1.0 GB; 10,000 resampled cells with the averaged
+Result: 5-fold macro-F1 0.9922 (linear SVM on log1p counts 0.9909, ratio 1.001; per fold 1.000, 1.000, 0.985,
+0.984, 0.992; 0.9921 before the gene scaling, 0.9931 on log1p counts, 0.9895 before the tie rule and the
+averaged checkpoint), 31-48 s per fold with one thread (54-90 s beside two other jobs); all 1,000 cells with 2 threads: 53 s, peak memory 1.0 GB; 10,000 resampled cells with the averaged
 checkpoint: 31 epochs, 195 s wall alone with 2 threads (386 s of CPU), peak 1.6 GB
 (``benchmarks/train.py --method afrcl --cells 10000 --cv 0 --threads 2 --predict-cells 0``).
 Prediction: ~8,500 cells/s with 2 threads.
