@@ -73,7 +73,9 @@ def markdown(results: dict) -> str:
              "Each task x method trained and scored as `gsrcl benchmark` does, once per seed; mean ± standard "
              "deviation (worst seed) over the seeds. `needed`: the best baseline's mean macro-F1 minus 0.005, the "
              "target of the accuracy benchmark. Made with `benchmarks/seeds.py` (commands in the JSON's entries: "
-             "task, method, seed, threads).", ""]
+             "task, method, seed, threads): `OMP_NUM_THREADS=1 python benchmarks/seeds.py --tasks TASK --methods "
+             "METHOD --seeds SEEDS` for each row.", ""]
+    lines += [f"- {note}" for note in results.get("notes", [])] + ([""] if results.get("notes") else [])
     for task, methods in summary(results).items():
         base = [np.mean(m["macro_f1"]) for name, m in methods.items() if name in B.BASELINES]
         needed = max(base) - 0.005 if base else None

@@ -197,3 +197,20 @@ def test_recorded_command_names_the_thread_variables(monkeypatch):
     assert command_line(args) == "gsrcl benchmark --tasks kang_donors --methods afrcl --merge"
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert command_line(args) == "OMP_NUM_THREADS=1 gsrcl benchmark --tasks kang_donors --methods afrcl --merge"
+
+
+def test_seed_spread_report_takes_the_target_from_the_baselines_only():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("seeds", CONFIG.parent / "seeds.py")
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    entry = lambda m, s, f1: {"task": "t", "method": m, "seed": s, "metrics": {"macro_f1": f1, "macro_f1_best": f1}}
+    results = {"entries": {f"{m}{s}": entry(m, s, f1) for m, s, f1 in [
+        ("afrcl", 1, 0.90), ("afrcl", 2, 0.96), ("afrcl_old", 1, 0.99), ("svm", 1, 0.95), ("celltypist", 1, 0.94)]}}
+    got = seeds.summary(results)["t"]
+    assert got["afrcl"]["seeds"] == [1, 2] and got["afrcl"]["macro_f1"] == [0.90, 0.96]
+    md = seeds.markdown(results)
+    # needed = the best baseline's mean (0.95) - 0.005; a variant of ours (afrcl_old) is not a baseline
+    assert "| afrcl | 1, 2 | 0.9300 ± 0.0424 (min 0.9000) |" in md and "no (needed 0.9450)" in md
+    assert "| afrcl_old | 1 | 0.9900" in md and "yes (needed 0.9450)" in md
