@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 TORCH_INDEX_URL ?=
 PIP = $(VENV)/bin/python -m pip
 
-.PHONY: setup demo test bench-train bench-predict bench-accuracy bench-read clean
+.PHONY: setup demo test bench-train bench-predict bench-accuracy bench-seeds bench-read clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,10 @@ bench-predict: setup
 
 bench-accuracy: setup
 	$(VENV)/bin/python benchmarks/accuracy.py
+
+SEEDS ?= --tasks pbmc3k_to_kang --methods afrcl,svm,celltypist --seeds 1111,1112,1113,1114,1115
+bench-seeds: setup
+	OMP_NUM_THREADS=1 $(VENV)/bin/python benchmarks/seeds.py $(SEEDS)
 
 clean:
 	rm -rf $(VENV) demo_output benchmarks/scratch
