@@ -64,8 +64,9 @@ per fold, 1 thread on a shared 2-core machine):
 Result: 5-fold macro-F1 0.9922 (linear SVM on log1p counts 0.9909, ratio 1.001; per fold 1.000, 1.000, 0.985,
 0.984, 0.992; 0.9921 before the gene scaling, 0.9931 on log1p counts, 0.9895 before the tie rule and the
 averaged checkpoint), 31-48 s per fold with one thread (54-90 s beside two other jobs); all 1,000 cells with
-2 threads: 53 s, peak memory 1.0 GB; 10,000 resampled cells with the averaged checkpoint: 31 epochs, 195 s wall alone with 2 threads (386 s of CPU), peak 1.6 GB; with the CP10k input, the
-novelty score and the gene scaling 371 s with one thread beside two other jobs (366 s of CPU), peak 1.6 GB
+2 threads: 53 s, peak memory 1.0 GB; 10,000 resampled cells with the averaged checkpoint: 31 epochs, 195 s
+wall alone with 2 threads (386 s of CPU), peak 1.6 GB; with the CP10k input, the novelty score and the gene
+scaling 371 s with one thread beside two other jobs (366 s of CPU), peak 1.6 GB
 (``benchmarks/train.py --method afrcl --cells 10000 --cv 0 --threads 2 --predict-cells 0``, ``--threads 1``).
 Prediction: ~8,500 cells/s with 2 threads.
 
