@@ -18,8 +18,9 @@ Every cell also gets ``obs['novelty_score']`` (`gsrcl.novelty`: how unlike every
 typical reference cell), which tells cells of types the reference lacks from known ones better than any
 probability; with ``novelty_cutoff`` (a percentile of the reference cells' scores) cells above it are
 Unassigned as well. ``obs['unseen_score']`` is ``novelty_score / conf_score``: high for a cell that is far from
-every reference type, or unsure between types, or both. It ranks cells of types the reference lacks first better
-than either part alone (the unseen-type AUROC in ``benchmarks/results/accuracy.md``); labels do not depend on it.
+every reference type, or unsure between types, or both. On the benchmark's two unseen-type tasks it ranks cells of
+types the reference lacks first better than either part alone (``benchmarks/results/accuracy.md``); labels do not
+depend on it.
 
 Outputs (``predict_files``), each written to a temporary file in OUT and renamed into place once all are done:
 ``probabilities.csv``, ``tsne.svg``, ``legend.txt`` and ``annotated.h5ad`` (see ``annotate`` for its content).
