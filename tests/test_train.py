@@ -74,20 +74,22 @@ def test_tampered_references_fail_clearly(saved, tmp_path):
         Reference.load(ref)
     assert "model.pkl" in _one_line(e)
 
-    # wrong array shapes, with a checksum that matches, so that the shape check is what fails
+    # wrong array shapes, with a checksum that matches, so that the shape check is what fails; in the second of
+    # the default preset's five models, so that every member is checked
+    key = "member1.encoder.linear1.weight"
     ref = _copy(path, tmp_path / "b")
     with np.load(ref / "arrays.npz") as npz:
         arrays = {k: npz[k] for k in npz.files}
-    arrays["encoder.linear1.weight"] = arrays["encoder.linear1.weight"][:, :-1].copy()
+    arrays[key] = arrays[key][:, :-1].copy()
     np.savez(ref / "arrays.npz", **arrays)
     manifest = json.loads((ref / "manifest.json").read_text())
     manifest["files"]["arrays.npz"]["sha256"] = hashlib.sha256((ref / "arrays.npz").read_bytes()).hexdigest()
     (ref / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidReferenceError) as e:
         Reference.load(ref)
-    assert "encoder.linear1.weight" in _one_line(e)
+    assert key in _one_line(e)
     # ... and where the manifest is made to agree, rebuilding the model catches the inconsistency
-    manifest["arrays"]["encoder.linear1.weight"]["shape"] = list(arrays["encoder.linear1.weight"].shape)
+    manifest["arrays"][key]["shape"] = list(arrays[key].shape)
     (ref / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidReferenceError) as e:
         Reference.load(ref)

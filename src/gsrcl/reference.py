@@ -96,9 +96,10 @@ class Reference:
     def model(self):
         if self._model is None:
             from .methods import get_method
+            from .methods.ensemble import load_model
 
             model_arrays = {k: v for k, v in self.arrays.items() if not k.startswith(NOVELTY_PREFIX)}
-            self._model = get_method(self.method).from_state(self.manifest["model"], model_arrays)
+            self._model = load_model(get_method(self.method), self.manifest["model"], model_arrays)
         return self._model
 
     @property

@@ -24,6 +24,7 @@ import scipy.sparse as sp
 
 from .errors import DuplicateGenesError, GeneOverlapError, GsrclError, LabelsError, ValuesError
 from .methods import METHODS, get_method
+from .methods.ensemble import Ensemble, member_seeds
 from .methods._training import (
     MIN_CELLS,
     MIN_VALIDATION_CELLS,
@@ -74,7 +75,10 @@ def train(
     if not 0 <= validation_size < 1:
         raise GsrclError(f"validation_size must be at least 0 and below 1, not {validation_size}")
     try:
-        model = get_method(method)(preset=preset, epochs=epochs, seed=seed, device=device, quiet=quiet, **overrides)
+        make = lambda s: get_method(method)(preset=preset, epochs=epochs, seed=s, device=device, quiet=quiet,
+                                            **overrides)
+        model = make(seed)
+        seeds = member_seeds(seed, model.params["ensemble"])
     except (TypeError, ValueError) as exc:  # an unknown parameter or preset, a bad value
         raise GsrclError(str(exc)) from None
 
@@ -120,10 +124,19 @@ def train(
         Xm = log1p_normalized(Xm, float(library_size))
     tr, va = split_validation(labels, validation_size, seed, MIN_VALIDATION_CELLS)
     types, counts = np.unique(labels, return_counts=True)
-    log.info("training %s (%s preset) on %d cells (%d for validation), %d genes, %d cell types",
-             method, preset, len(labels), len(va), Xm.shape[1], len(types))
+    log.info("training %s (%s preset) on %d cells (%d for validation), %d genes, %d cell types%s",
+             method, preset, len(labels), len(va), Xm.shape[1], len(types),
+             f", {len(seeds)} models with different seeds" if len(seeds) > 1 else "")
     t_fit = time.perf_counter()
-    model.fit(Xm[tr], labels[tr], Xm[va], labels[va])
+    members = []
+    for i, s in enumerate(seeds):  # each member its own seed: its own validation split, weights and batches
+        member = model if i == 0 else make(s)
+        m_tr, m_va = (tr, va) if i == 0 else split_validation(labels, validation_size, s, MIN_VALIDATION_CELLS)
+        member.fit(Xm[m_tr], labels[m_tr], Xm[m_va], labels[m_va])
+        members.append(member)
+        if len(seeds) > 1:
+            log.info("model %d of %d (seed %d) trained", i + 1, len(seeds), s)
+    model = members[0] if len(members) == 1 else Ensemble(members)
     fit_seconds = time.perf_counter() - t_fit
     novelty_model, novelty_seconds = None, 0.0
     if novelty:
@@ -152,6 +165,7 @@ def train(
         "validation_size": float(validation_size),
         "gene_selection": selection,
         "seed": int(seed),
+        "member_seeds": seeds,
         "device": str(device),
         "torch_threads": int(torch.get_num_threads()),
         "seconds_fit": round(fit_seconds, 2),

@@ -120,6 +120,7 @@ from ._training import (
 log = logging.getLogger("gsrcl.methods.afrcl")
 
 _COMMON = {
+    "ensemble": 1,  # models trained with different seeds whose scores are averaged (gsrcl.methods.ensemble)
     "hidden": (1024, 1024, 1024),
     "out": 512,
     "head": (256, 128),  # projection head: hidden widths..., output width
@@ -171,6 +172,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "average_checkpoints": True,
         "library_size": 10_000,  # log1p CP10k: depth differences between batches taken out
         "scale_genes": True,
+        "ensemble": 5,
         "svm_grid_cells": 3000,
         "score_cells": 2000,
     },

@@ -120,6 +120,7 @@ log = logging.getLogger("gsrcl.methods.gsrcl")
 MEAN_EPOCH = 0  # the checkpoint key of the averaged weights (epochs count from 1)
 
 _COMMON = {
+    "ensemble": 1,  # models trained with different seeds whose scores are averaged (gsrcl.methods.ensemble)
     "input_dropout": 0.0,
     "temperature": 0.07,
     "noise_std": 1.0,
