@@ -320,3 +320,17 @@ def test_saved_reference_folder_follows_the_umask(saved, tmp_path):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o755  # readable by the group and others, as a plain mkdir
     assert stat.S_IMODE((path / "manifest.json").stat().st_mode) == 0o644
+
+
+def test_cli_ensemble_flag_sets_the_number_of_models(h5ad, tmp_path, capsys):
+    refdir = tmp_path / "refs"
+    code = main(["train", "-i", str(h5ad), "--labels", "cell_type", "-r", "two", "-mp", str(refdir),
+                 "--epochs", "2", "--ensemble", "2", "--config", CONFIG])
+    assert code == 0
+    assert "models: 2 (seeds 1111, " in capsys.readouterr().out
+    ref = Reference.load(refdir / "two")
+    assert len(ref.model.members) == 2 and ref.manifest["hyperparameters"]["ensemble"] == 2
+    with pytest.raises(SystemExit) as e:  # argparse's usage error
+        main(["train", "-i", str(h5ad), "--labels", "cell_type", "-r", "none", "-mp", str(refdir),
+              "--ensemble", "0", "--config", CONFIG])
+    assert e.value.code == 2 and "--ensemble" in capsys.readouterr().err and not (refdir / "none").exists()

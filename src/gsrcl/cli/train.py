@@ -41,6 +41,9 @@ def register(sub) -> None:
                    "of gene names, one per line): use it when the query lacks many of the training genes")
     p.add_argument("--validation-size", type=fraction, default=0.2, metavar="F",
                    help="share of each cell type kept for checkpoint selection (default: 0.2)")
+    p.add_argument("--ensemble", type=positive_int, metavar="N",
+                   help="train N models with different seeds and average their scores (default: from the preset, "
+                   "5 for AF-RCL's default, 1 for GsRCL and the paper preset); N times the training time")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads for training (default: torch's choice; on a busy machine 1 can be faster)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing reference NAME")
@@ -67,6 +70,8 @@ def run(args) -> int:
     overrides = _config(args.config)
     if args.threads:
         overrides["threads"] = args.threads
+    if args.ensemble:
+        overrides["ensemble"] = args.ensemble
     from ..methods import get_method
 
     try:  # unknown or bad parameters fail here, before the input is read
@@ -110,7 +115,10 @@ def summary(ref, path) -> str:
         lines.append(f"  genes shared with the query: {shared['n']} of {shared['of']}")
     if t.get("dropped_classes"):
         lines.append("  dropped (too few cells): " + ", ".join(f"{k} {n}" for k, n in t["dropped_classes"].items()))
-    lines.append("  validation MCC: " + ("n/a (no validation cells)" if score is None else f"{score:.3f}"))
+    seeds = t.get("member_seeds") or [t.get("seed")]
+    lines.append(("  validation MCC: " if len(seeds) == 1 else f"  models: {len(seeds)} (seeds "
+                  + ", ".join(map(str, seeds)) + "), validation MCC of the first: ")
+                 + ("n/a (no validation cells)" if score is None else f"{score:.3f}"))
     lines.append(f"  saved to {path}")
     return "\n".join(lines)
 
