@@ -87,3 +87,20 @@ def test_saved_ensemble_loads_to_the_same_scores_and_is_checked(pair, tmp_path):
     b.cell_types = b.cell_types[::-1]
     with pytest.raises(ValueError, match="same cell types"):
         Ensemble([a, b])
+
+
+def test_geometric_pool_is_the_renormalised_mean_of_the_logs(pair):
+    adata, ens, _ = pair
+    X = model_input(adata)
+    config, arrays = ens.model.state()
+    model = Ensemble.from_state(type(ens.model.members[0]), config, arrays)
+    model.params["pool"] = "geometric"
+    a, b = (m.predict_scores(X) for m in model.members)
+    g = np.sqrt(np.maximum(a, 1e-12) * np.maximum(b, 1e-12))
+    np.testing.assert_allclose(model.predict_scores(X), g / g.sum(axis=1, keepdims=True), rtol=1e-9)
+    assert not np.allclose(model.predict_scores(X), (a + b) / 2)
+    model.params["pool"] = "median"
+    with pytest.raises(ValueError, match="unknown pool"):
+        Ensemble(model.members)
+    with pytest.raises(GsrclError, match="unknown pool"):
+        train(small_adata(), "cell_type", "afrcl", ensemble=2, pool="median", **TINY)

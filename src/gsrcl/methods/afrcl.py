@@ -127,7 +127,8 @@ from ._training import (
 log = logging.getLogger("gsrcl.methods.afrcl")
 
 _COMMON = {
-    "ensemble": 1,  # models trained with different seeds whose scores are averaged (gsrcl.methods.ensemble)
+    "ensemble": 1,  # models trained with different seeds whose scores are pooled (gsrcl.methods.ensemble)
+    "pool": "mean",  # how the ensemble's scores are pooled: mean or geometric
     "hidden": (1024, 1024, 1024),
     "out": 512,
     "head": (256, 128),  # projection head: hidden widths..., output width
@@ -197,6 +198,7 @@ def gene_scale(X) -> np.ndarray:
 class AFRCL(EstimatorBase):
     """AF-RCL as an estimator: ``fit(X, y, X_val, y_val)`` on log1p CSR input, ``predict_proba`` (n, K)."""
 
+    scores_sum_to_one = True  # predict_scores rows are a distribution over the types
     method_name = "afrcl"
     PRESETS = PRESETS
 

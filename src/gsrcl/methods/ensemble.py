@@ -18,7 +18,10 @@ import numpy as np
 
 from ._training import prefixed, split_arrays
 
-__all__ = ["Ensemble", "member_seeds", "load_model"]
+__all__ = ["Ensemble", "member_seeds", "load_model", "POOLS"]
+
+POOLS = ("mean", "geometric")
+TINY_SCORE = 1e-12  # floor before the log of the geometric pool
 
 
 def member_seeds(seed: int, n: int) -> list[int]:
@@ -41,6 +44,8 @@ class Ensemble:
             if m.method_name != first.method_name or list(m.cell_types) != list(first.cell_types):
                 raise ValueError("the members of an ensemble must be of one method and have the same cell types")
         self.members = list(members)
+        if self.params.get("pool", "mean") not in POOLS:
+            raise ValueError(f"unknown pool {self.params.get('pool')!r}; choose one of {', '.join(POOLS)}")
 
     @property
     def method_name(self) -> str:
@@ -69,11 +74,22 @@ class Ensemble:
         return {**records[0], "members": records}
 
     def predict_scores(self, X) -> np.ndarray:
+        """The members' scores pooled by ``params['pool']``: ``mean``, or ``geometric`` (the mean of their logs,
+        rows renormalised where the method's scores are a distribution over the types)."""
+        geometric = self.params.get("pool", "mean") == "geometric"
         total = None
         for m in self.members:
             s = np.asarray(m.predict_scores(X), dtype=np.float64)
+            if geometric:
+                s = np.log(np.maximum(s, TINY_SCORE))
             total = s if total is None else total + s
-        return total / len(self.members)
+        total /= len(self.members)
+        if not geometric:
+            return total
+        out = np.exp(total)
+        if getattr(self.members[0], "scores_sum_to_one", False):
+            out /= out.sum(axis=1, keepdims=True)
+        return out
 
     def embed(self, X) -> np.ndarray:
         return np.hstack([np.asarray(m.embed(X), dtype=np.float32) for m in self.members])

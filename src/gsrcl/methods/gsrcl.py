@@ -120,7 +120,8 @@ log = logging.getLogger("gsrcl.methods.gsrcl")
 MEAN_EPOCH = 0  # the checkpoint key of the averaged weights (epochs count from 1)
 
 _COMMON = {
-    "ensemble": 1,  # models trained with different seeds whose scores are averaged (gsrcl.methods.ensemble)
+    "ensemble": 1,  # models trained with different seeds whose scores are pooled (gsrcl.methods.ensemble)
+    "pool": "mean",  # how the ensemble's scores are pooled: mean or geometric
     "input_dropout": 0.0,
     "temperature": 0.07,
     "noise_std": 1.0,
@@ -192,6 +193,7 @@ class GsRCL(EstimatorBase):
     """GsRCL as an estimator: ``fit(X, y, X_val, y_val)`` on log1p CSR input; ``predict_scores`` (n, K) raw
     one-vs-rest probabilities, ``predict_proba`` the same divided by the row sum."""
 
+    scores_sum_to_one = False  # predict_scores rows are a distribution over the types
     method_name = "gsrcl"
     PRESETS = PRESETS
 
