@@ -24,7 +24,7 @@ import scipy.sparse as sp
 
 from .errors import DuplicateGenesError, GeneOverlapError, GsrclError, LabelsError, ValuesError
 from .methods import METHODS, get_method
-from .methods.ensemble import POOLS, Ensemble, member_seeds
+from .methods.ensemble import Ensemble, check_pool, member_seeds
 from .methods._training import (
     MIN_CELLS,
     MIN_VALIDATION_CELLS,
@@ -79,8 +79,7 @@ def train(
                                             **overrides)
         model = make(seed)
         seeds = member_seeds(seed, model.params["ensemble"])
-        if model.params["pool"] not in POOLS:
-            raise ValueError(f"unknown pool {model.params['pool']!r}; choose one of {', '.join(POOLS)}")
+        check_pool(model.params["pool"])
     except (TypeError, ValueError) as exc:  # an unknown parameter or preset, a bad value
         raise GsrclError(str(exc)) from None
 

@@ -71,8 +71,8 @@ per fold, 1 thread on a shared 2-core machine):
   Kang -> pbmc3k, 0.996 -> 0.996 and 0.999 -> 0.9998 on Xin -> Wang. Five times the training time (pbmc3k ->
   Kang 82 -> 414 s), prediction 2-3 times slower (1.8 -> 5.2 s for its 8,684 cells), training peak memory
   0.9-1.2 GB -> 1.1-1.9 GB. ``pool="geometric"`` (the members' log-probabilities averaged), scored on the same
-  members' saved scores, gave 0.940 over seeds 1111-1114 on pbmc3k -> Kang (fewer Unassigned) but a lower unseen-type AUROC on Kang -> pbmc3k
-  (conf_score 0.721, unseen_score 0.858), so the mean is the default;
+  members' saved scores, gave 0.940 over seeds 1111-1114 on pbmc3k -> Kang (fewer Unassigned) but a lower
+  unseen-type AUROC on Kang -> pbmc3k (conf_score 0.721, unseen_score 0.858), so the mean is the default;
 - for large references (not reached by 1,000 cells), checkpoints are scored with a classifier fitted on a
   stratified 2,000 of the training cells (``score_cells``) and the final SVM's C and gamma are searched on a
   stratified 3,000 (``svm_grid_cells``), then that setting is fitted on all cells: the SVM's cost grows with
@@ -207,7 +207,7 @@ def gene_scale(X) -> np.ndarray:
 class AFRCL(EstimatorBase):
     """AF-RCL as an estimator: ``fit(X, y, X_val, y_val)`` on log1p CSR input, ``predict_proba`` (n, K)."""
 
-    scores_sum_to_one = True  # predict_scores rows are a distribution over the types
+    scores_sum_to_one = True  # whether predict_scores rows are a distribution over the types
     method_name = "afrcl"
     PRESETS = PRESETS
 

@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ._training import prefixed, split_arrays
+from ._training import EstimatorBase, prefixed, split_arrays
 
-__all__ = ["Ensemble", "member_seeds", "load_model", "POOLS"]
+__all__ = ["Ensemble", "member_seeds", "check_pool", "load_model", "POOLS"]
 
 POOLS = ("mean", "geometric")
 TINY_SCORE = 1e-12  # floor before the log of the geometric pool
@@ -32,9 +32,16 @@ def member_seeds(seed: int, n: int) -> list[int]:
     return [int(seed), *map(int, extra)]
 
 
+def check_pool(pool) -> None:
+    if pool not in POOLS:
+        raise ValueError(f"unknown pool {pool!r}; choose one of {', '.join(POOLS)}")
+
+
 class Ensemble:
-    """Fitted members of one method with the same cell types; ``predict_scores`` is the mean of theirs, ``embed``
+    """Fitted members of one method with the same cell types; ``predict_scores`` pools theirs, ``embed`` puts
     their embeddings side by side."""
+
+    predict_proba = EstimatorBase.predict_proba  # the pooled scores, rows divided by their sum
 
     def __init__(self, members: list) -> None:
         if len(members) < 2:
@@ -44,8 +51,7 @@ class Ensemble:
             if m.method_name != first.method_name or list(m.cell_types) != list(first.cell_types):
                 raise ValueError("the members of an ensemble must be of one method and have the same cell types")
         self.members = list(members)
-        if self.params.get("pool", "mean") not in POOLS:
-            raise ValueError(f"unknown pool {self.params.get('pool')!r}; choose one of {', '.join(POOLS)}")
+        check_pool(self.params.get("pool", "mean"))
 
     @property
     def method_name(self) -> str:
@@ -93,10 +99,6 @@ class Ensemble:
 
     def embed(self, X) -> np.ndarray:
         return np.hstack([np.asarray(m.embed(X), dtype=np.float32) for m in self.members])
-
-    def predict_proba(self, X) -> np.ndarray:
-        scores = self.predict_scores(X)
-        return scores / scores.sum(axis=1, keepdims=True)
 
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
         configs, arrays = [], {}

@@ -193,7 +193,7 @@ class GsRCL(EstimatorBase):
     """GsRCL as an estimator: ``fit(X, y, X_val, y_val)`` on log1p CSR input; ``predict_scores`` (n, K) raw
     one-vs-rest probabilities, ``predict_proba`` the same divided by the row sum."""
 
-    scores_sum_to_one = False  # predict_scores rows are a distribution over the types
+    scores_sum_to_one = False  # whether predict_scores rows are a distribution over the types
     method_name = "gsrcl"
     PRESETS = PRESETS
 
