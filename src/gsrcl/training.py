@@ -123,16 +123,17 @@ def train(
 
     if library_size:  # after the gene selection: prediction scales each query cell over the reference genes
         Xm = log1p_normalized(Xm, float(library_size))
-    tr, va = split_validation(labels, validation_size, seed, MIN_VALIDATION_CELLS)
+    # each member its own seed: its own validation split, weights and batches (the first is the seed's own)
+    splits = [split_validation(labels, validation_size, s, MIN_VALIDATION_CELLS) for s in seeds]
+    tr, va = splits[0]
     types, counts = np.unique(labels, return_counts=True)
     log.info("training %s (%s preset) on %d cells (%d for validation), %d genes, %d cell types%s",
              method, preset, len(labels), len(va), Xm.shape[1], len(types),
              f", {len(seeds)} models with different seeds" if len(seeds) > 1 else "")
     t_fit = time.perf_counter()
     members = []
-    for i, s in enumerate(seeds):  # each member its own seed: its own validation split, weights and batches
+    for i, (s, (m_tr, m_va)) in enumerate(zip(seeds, splits)):
         member = model if i == 0 else make(s)
-        m_tr, m_va = (tr, va) if i == 0 else split_validation(labels, validation_size, s, MIN_VALIDATION_CELLS)
         member.fit(Xm[m_tr], labels[m_tr], Xm[m_va], labels[m_va])
         members.append(member)
         if len(seeds) > 1:
