@@ -16,6 +16,7 @@ import torch
 
 from ..errors import LabelsError
 from ..nn import flush_denormals
+from ..nn.allocator import reuse_large_allocations
 
 log = logging.getLogger("gsrcl.methods")
 
@@ -105,13 +106,14 @@ def torch_session(seed: int, threads: int | None = None, device: torch.device | 
     The CPU kernels used here (dense and embedding-bag products, Adam) are deterministic for a given thread
     count, which the tests check bitwise. On CUDA, where the sparse first layer's backward uses atomics,
     deterministic algorithms are switched on (``torch.use_deterministic_algorithms`` imports the compiler
-    stack, ~2-6 s, so it is not paid on the CPU)."""
+    stack, ~2-6 s, so it is not paid on the CPU). Freed large blocks are kept for the next step
+    (``gsrcl.nn.allocator``): each step's first-layer gradient then costs no page faults."""
     old_threads = torch.get_num_threads()
     cuda = device is not None and device.type == "cuda"
     old_det = torch.are_deterministic_algorithms_enabled()
     old_warn = torch.is_deterministic_algorithms_warn_only_enabled()
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() and torch.cuda.is_initialized() else []
-    with torch.random.fork_rng(devices=devices):
+    with torch.random.fork_rng(devices=devices), reuse_large_allocations():
         try:
             if threads:
                 torch.set_num_threads(int(threads))

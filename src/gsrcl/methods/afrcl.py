@@ -87,8 +87,11 @@ scaling 371 s with one thread beside two other jobs (366 s of CPU), peak 1.6 GB
 Prediction: ~8,500 cells/s with 2 threads.
 
 Both presets use the fused Adam kernel (the same update; 4 ms instead of 72 ms per step on the 19,371 x 1,024
-first layer on 2 cores), the sparse first layer (the input is multiplied without densifying), and flushed
-denormals. The same seed gives a bitwise-identical model on the same CPU and thread count (tested).
+first layer on 2 cores), the sparse first layer (the input is multiplied without densifying), flushed
+denormals, and large freed blocks kept for reuse (``gsrcl.nn.allocator``: the first layer's 80 MB gradient
+no longer page-faults in every step; 67.9 -> 55.8 ms per step, ``benchmarks/train_step.py``). The default
+ensemble of five models, alone with 2 threads: 1,000 cells 157 s, 10,000 resampled cells 1,160 s (7.0 s per
+epoch, 9.8 s before), peak 2.1 / 2.7 GB. The same seed gives a bitwise-identical model on the same CPU and thread count (tested).
 
 Threads: on a busy machine, ``threads=1`` can be several times faster than 2 threads (OpenMP threads wait
 for each other in every small operation): on the shared test machine a GsRCL step took 0.32 s with one

@@ -1,0 +1,72 @@
+"""Large freed blocks kept for reuse while training (gsrcl.nn.allocator)."""
+
+import platform
+import resource
+
+import pytest
+import scipy.sparse as sp
+import torch
+
+from gsrcl.nn import Encoder, allocator, to_torch_sparse
+from gsrcl.nn.allocator import malloc_tunable, reuse_large_allocations
+
+glibc = pytest.mark.skipif(
+    platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="the setting applies to glibc only"
+)
+
+
+def _faults_of_training_steps(n: int = 5) -> int:
+    """The fewest minor page faults of one of ``n`` training steps of a sparse first layer with a 64 MB
+    weight: each step's dense weight gradient is allocated afresh and freed by ``zero_grad(set_to_none=True)``,
+    as in training (the first steps grow the heap to its working size, hence the fewest)."""
+    layer = Encoder(16384, (1024,), 8).linears[0]
+    opt = torch.optim.SGD(layer.parameters(), lr=0.1)
+    x = to_torch_sparse(sp.random(64, 16384, density=0.05, format="csr", random_state=0))
+    faults = []
+    for _ in range(n):
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        opt.zero_grad(set_to_none=True)
+        layer(x).sum().backward()
+        opt.step()
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+    return min(faults)
+
+
+@glibc
+def test_large_blocks_are_reused_without_page_faults(monkeypatch):
+    for key in ("GSRCL_KEEP_MALLOC", "GLIBC_TUNABLES"):
+        monkeypatch.delenv(key, raising=False)
+    if not malloc_tunable():
+        pytest.skip("malloc is tuned in this environment")
+    default = _faults_of_training_steps()
+    with reuse_large_allocations() as changed:
+        assert changed
+        kept = _faults_of_training_steps()
+    after = _faults_of_training_steps()
+    assert default > 16384 * 0.9  # each 64 MB gradient is mapped afresh: a fault per 4 KB page
+    assert kept < 100
+    assert after > default / 2  # glibc's defaults are back afterwards
+    assert allocator._depth == 0
+
+
+@glibc
+def test_nested_use_restores_once(monkeypatch):
+    monkeypatch.delenv("GSRCL_KEEP_MALLOC", raising=False)
+    if not malloc_tunable():
+        pytest.skip("malloc is tuned in this environment")
+    with reuse_large_allocations():
+        with reuse_large_allocations():
+            assert allocator._depth == 2
+        assert allocator._depth == 1
+        assert _faults_of_training_steps() < 100  # still kept after the inner exit
+    assert allocator._depth == 0
+
+
+@pytest.mark.parametrize("env", [{"GSRCL_KEEP_MALLOC": "1"}, {"MALLOC_ARENA_MAX_": "2"},
+                                 {"GLIBC_TUNABLES": "glibc.malloc.mmap_max=0"}])
+def test_left_alone_where_the_user_tuned_malloc(monkeypatch, env):
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert not malloc_tunable()
+    with reuse_large_allocations() as changed:
+        assert not changed
