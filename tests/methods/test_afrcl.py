@@ -164,3 +164,62 @@ def test_gene_scaling_is_learnt_from_the_reference_stored_and_applied(fitted, sp
         AFRCL.from_state(config, dict(arrays, **{"input.scale": arrays["input.scale"][:-1]}))
     with pytest.raises(ValueError, match="gene scale"):
         AFRCL.from_state(config, dict(arrays, **{"input.scale": -arrays["input.scale"]}))
+
+
+def test_unexpressed_genes_are_left_out_with_the_same_arithmetic(split):
+    import torch
+
+    from gsrcl.methods.afrcl import PRESETS
+
+    Xtr, ytr, Xte, _ = split
+    rng = np.random.default_rng(0)
+    unexpressed = np.sort(rng.choice(np.flatnonzero(Xtr.getnnz(axis=0) > 0), 60, replace=False))
+    expressed = np.setdiff1d(np.arange(Xtr.shape[1]), unexpressed)
+    Xz = Xtr.tolil()
+    Xz[:, unexpressed] = 0  # genes that none of the reference cells expresses
+    Xz = Xz.tocsr()
+    Xz.eliminate_zeros()
+    assert PRESETS["default"]["skip_unexpressed_genes"] and not PRESETS["paper"]["skip_unexpressed_genes"]
+    fitted = AFRCL(**TINY).fit(Xz, ytr)
+    every = AFRCL(**TINY, skip_unexpressed_genes=False).fit(Xz, ytr)
+    assert fitted.history_["genes_unexpressed"] == len(unexpressed) and every.history_["genes_unexpressed"] == 0
+
+    w_skip = fitted.encoder_.linears[0].weight.detach().numpy()
+    w_every = every.encoder_.linears[0].weight.detach().numpy()
+    assert w_skip.shape == w_every.shape == (Xtr.shape[1], 64) and fitted.encoder_.n_inputs == Xtr.shape[1]
+    assert not w_skip[unexpressed].any() and w_every[unexpressed].any()
+    # the same training otherwise, bit for bit: initial weights, batches, updates, checkpoint, SVM
+    np.testing.assert_array_equal(w_skip[expressed], w_every[expressed])
+    for key, value in every.encoder_.state_dict().items():
+        if key != "linears.0.weight":
+            assert torch.equal(fitted.encoder_.state_dict()[key], value), key
+    assert fitted.validation_ == every.validation_
+    # query cells without those genes get the same probabilities; the genes no reference cell had are ignored
+    Xq = Xte.tolil()
+    Xq[:, unexpressed] = 0
+    Xq = Xq.tocsr()
+    np.testing.assert_array_equal(fitted.predict_proba(Xq), every.predict_proba(Xq))
+    shifted = Xq.tolil()
+    shifted[:, unexpressed[:50]] = 5.0
+    np.testing.assert_array_equal(fitted.predict_proba(shifted.tocsr()), fitted.predict_proba(Xq))
+
+
+def test_restrict_and_expand_inputs_round_trip():
+    import torch
+
+    from gsrcl.nn import Encoder
+
+    torch.manual_seed(0)
+    enc = Encoder(10, (6,), 3).eval()
+    keep = np.array([1, 4, 5, 9])
+    x = torch.zeros(2, 10)
+    x[:, keep] = torch.randn(2, 4)
+    before = enc(x)
+    enc.restrict_inputs(keep)
+    assert enc.n_inputs == 4 and enc.linears[0].weight.shape == (4, 6)
+    torch.testing.assert_close(enc(x[:, keep]), before)
+    enc.expand_inputs(keep, 10)
+    torch.testing.assert_close(enc(x), before)
+    assert not enc.linears[0].weight[[0, 2, 3, 6, 7, 8]].any()
+    with pytest.raises(ValueError, match="kept inputs"):
+        enc.expand_inputs(keep[:2], 10)

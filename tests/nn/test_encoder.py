@@ -65,8 +65,10 @@ def test_sparse_and_dense_input_give_same_outputs_and_gradients(immune_batch):
         weights = [p.grad for p in [*enc.parameters(), *head.parameters()] if p.dim() == 2]
         assert len(weights) == 6 and all(g.abs().max() > 1e-6 for g in weights)
     scale = max(g.abs().max().item() for g in grads["csr"])
+    out_scale = outs["csr"].abs().max().item()
     for name in ("coo", "dense"):
-        torch.testing.assert_close(outs[name], outs["csr"], rtol=1e-5, atol=1e-6)
+        # float32 sums of ~1,500 terms in another order (dense: MKL's blocking; the CPU decides which)
+        torch.testing.assert_close(outs[name], outs["csr"], rtol=1e-5, atol=1e-5 * out_scale)
         for g, g_ref in zip(grads[name], grads["csr"]):
             # float32 sums in another order: compare on the scale of the largest gradient
             torch.testing.assert_close(g, g_ref, rtol=1e-3, atol=1e-5 * scale)

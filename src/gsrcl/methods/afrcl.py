@@ -162,6 +162,10 @@ _COMMON = {
     # each gene divided by (its standard deviation over the reference cells + 0.1), values clipped at SCALE_CLIP;
     # no centring, so the input stays sparse (the first layer's BatchNorm takes out any shift)
     "scale_genes": False,
+    # genes that no reference cell expresses get no gradient from the data, only the weight decay: with this on
+    # they are left out of training (their first-layer weights stored as zeros), which spares their share of
+    # the first layer's gradient and Adam update; the rest of training is the same arithmetic
+    "skip_unexpressed_genes": False,
 }
 
 SCALE_CLIP = 10.0  # as scanpy's scale(max_value=10)
@@ -192,11 +196,21 @@ PRESETS: dict[str, dict[str, Any]] = {
         "average_checkpoints": True,
         "library_size": 10_000,  # log1p CP10k: depth differences between batches taken out
         "scale_genes": True,
+        "skip_unexpressed_genes": True,
         "ensemble": 5,
         "svm_grid_cells": 3000,
         "score_cells": 2000,
     },
 }
+
+
+def expressed_genes(X, X_val) -> np.ndarray | None:
+    """Sorted indices of the genes with a non-zero value in a cell of CSR ``X`` or ``X_val``; None when every
+    gene has one."""
+    seen = np.zeros(X.shape[1], dtype=bool)
+    for M in (X, X_val):
+        seen[M.indices[M.data != 0]] = True
+    return None if seen.all() else np.flatnonzero(seen)
 
 
 def gene_scale(X) -> np.ndarray:
@@ -221,6 +235,7 @@ class AFRCL(EstimatorBase):
         X, y, X_val, y_val = fit_inputs(X, y, X_val, y_val, p["validation_size"], self.seed)
         self.gene_scale_ = gene_scale(vstack(X, X_val) if len(y_val) else X) if p["scale_genes"] else None
         X, X_val = self._scaled(X), self._scaled(X_val)
+        n_genes = X.shape[1]
         self.cell_types = sorted(map(str, np.unique(y)))
         codes = np.searchsorted(self.cell_types, y)
         t0 = time.perf_counter()
@@ -228,6 +243,10 @@ class AFRCL(EstimatorBase):
             rng = np.random.default_rng(self.seed)
             encoder = Encoder(X.shape[1], p["hidden"], p["out"], batch_norm=p["batch_norm"],
                               input_dropout=p["input_dropout"]).to(device)
+            expressed = expressed_genes(X, X_val) if p["skip_unexpressed_genes"] else None
+            if expressed is not None:  # after the encoder's random draws: the same initial weights either way
+                encoder.restrict_inputs(expressed)
+                X, X_val = X[:, expressed], X_val[:, expressed]
             head = ProjectionHead(p["out"], p["head"][:-1], p["head"][-1], batch_norm=p["batch_norm"]).to(device)
             opt = adam(list(encoder.parameters()) + list(head.parameters()), p["lr"], p["weight_decay"], device)
             n = X.shape[0]
@@ -237,7 +256,8 @@ class AFRCL(EstimatorBase):
             sub = stratified_subset(y, p["score_cells"], self.seed)  # the validation classifier's cells
             X_score, y_score = (X, y) if sub is None else (X[sub], y[sub])
             history = {"loss": [], "validation": [], "skipped_steps": 0, "seconds_steps": 0.0,
-                       "seconds_validation": 0.0}
+                       "seconds_validation": 0.0,
+                       "genes_unexpressed": 0 if expressed is None else int(n_genes - len(expressed))}
             best, best_state, best_epoch = None, None, None
             patience = Patience(p["patience"], p["min_epochs"])
             stopped_early = False
@@ -306,10 +326,11 @@ class AFRCL(EstimatorBase):
                 X_svm, y_svm = vstack(X, X_val), np.concatenate([y, y_val])
             else:
                 X_svm, y_svm = X, y
-            self.encoder_ = encoder
             emb = encode(encoder, X_svm, device, p["block"])
             self.svc_ = fit_final_svc(emb, y_svm, p["svm_cv"], self.seed, p["svm_grid_cells"],
                                       p["svm_ties"])
+            if expressed is not None:
+                encoder.expand_inputs(expressed, n_genes)
             self.encoder_ = encoder.cpu()  # prediction runs on the CPU, as after from_state
         self._order = column_order(self.svc_, self.cell_types)
         history["seconds"] = time.perf_counter() - t0

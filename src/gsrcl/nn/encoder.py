@@ -133,6 +133,29 @@ class MLP(nn.Module):
             h = lin(F.relu(h))
         return h
 
+    # -- inputs no training cell has -------------------------------------------------------------------------
+
+    def restrict_inputs(self, keep) -> None:
+        """Keep only the first layer's inputs ``keep`` (sorted indices), in place and without drawing random
+        numbers; ``expand_inputs`` puts the others back with zero weights. Training on the kept inputs is the
+        same arithmetic as on all of them where the others are zero in every training cell."""
+        keep = torch.as_tensor(np.asarray(keep, dtype=np.int64))
+        first = self.linears[0]
+        first.weight = nn.Parameter(first.weight.detach()[keep].clone())
+        first.in_features = self.n_inputs = int(keep.numel())
+
+    def expand_inputs(self, keep, n_inputs: int) -> None:
+        """Undo ``restrict_inputs``: ``n_inputs`` inputs, the kept ones at ``keep`` and zero weights elsewhere."""
+        keep = torch.as_tensor(np.asarray(keep, dtype=np.int64))
+        first = self.linears[0]
+        if int(keep.numel()) != first.in_features:
+            raise ValueError(f"{keep.numel()} kept inputs given for a first layer of {first.in_features}")
+        weight = first.weight.detach()
+        full = torch.zeros(int(n_inputs), weight.shape[1], dtype=weight.dtype, device=weight.device)
+        full[keep.to(weight.device)] = weight
+        first.weight = nn.Parameter(full)
+        first.in_features = self.n_inputs = int(n_inputs)
+
     # -- plain-array state ---------------------------------------------------------------------------------
 
     def to_arrays(self, prefix: str = "") -> dict[str, np.ndarray]:
