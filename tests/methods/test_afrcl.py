@@ -103,6 +103,8 @@ def test_subsampled_scoring_and_grid(split):
 def test_averaged_checkpoint_is_a_candidate(split):
     import torch
 
+    from gsrcl.methods.afrcl import PRESETS
+
     from gsrcl.methods._training import WeightAverage, refresh_batch_norm
     from gsrcl.nn import Encoder
 
@@ -142,6 +144,12 @@ def test_averaged_checkpoint_is_a_candidate(split):
     assert (m.validation_["best_epoch"] == "mean") == (scores[-1] >= max(scores[:-1]))
     off = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=None, average_checkpoints=False).fit(Xtr, ytr)
     assert "averaged_checkpoints" not in off.history_ and len(off.history_["validation"]) == 5
+    # "always" (the default preset): the mean is the model kept, whatever the single checkpoints score
+    always = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=None, average_checkpoints="always").fit(Xtr, ytr)
+    assert always.validation_["best_epoch"] == "mean"
+    assert always.validation_["score"] == always.history_["validation"][-1][1]
+    assert m.history_["validation"] == always.history_["validation"]  # the same training up to the choice
+    assert PRESETS["default"]["average_checkpoints"] == "always" and not PRESETS["paper"]["average_checkpoints"]
 
 
 def test_gene_scaling_is_learnt_from_the_reference_stored_and_applied(fitted, split):
