@@ -263,6 +263,8 @@ class AFRCL(EstimatorBase):
                               input_dropout=p["input_dropout"]).to(device)
             expressed = expressed_genes(X, X_val) if p["skip_unexpressed_genes"] else None
             if expressed is not None:  # after the encoder's random draws: the same initial weights either way
+                log.info("afrcl: %d of %d genes are in no reference cell: left out of training (zero weights)",
+                         n_genes - len(expressed), n_genes)
                 encoder.restrict_inputs(expressed)
                 X, X_val = X[:, expressed], X_val[:, expressed]
             head = ProjectionHead(p["out"], p["head"][:-1], p["head"][-1], batch_norm=p["batch_norm"]).to(device)
