@@ -106,8 +106,9 @@ Both presets use the fused Adam kernel (the same update; 4 ms instead of 72 ms p
 first layer on 2 cores), the sparse first layer (the input is multiplied without densifying), flushed
 denormals, and large freed blocks kept for reuse (``gsrcl.nn.allocator``: the first layer's 80 MB gradient
 no longer page-faults in every step; 67.9 -> 55.8 ms per step, ``benchmarks/train_step.py``). The default
-ensemble of five models, alone with 2 threads: 1,000 cells 157 s, 10,000 resampled cells 1,034 s (6.2 s per
-epoch; 9.8 s before these two changes, 7.0 s with the first), peak 2.1 / 2.2 GB. The same seed gives a bitwise-identical model on the same CPU and thread count (tested).
+ensemble of five models, alone with 2 threads: 1,000 cells 135 s, 10,000 resampled cells 1,034 s (6.2 s per
+epoch; 9.8 s before the allocator setting and the unexpressed genes left out, 7.0 s with the first), peak
+1.6 / 2.2 GB. The same seed gives a bitwise-identical model on the same CPU and thread count (tested).
 
 Threads: on a busy machine, ``threads=1`` can be several times faster than 2 threads (OpenMP threads wait
 for each other in every small operation): on the shared test machine a GsRCL step took 0.32 s with one
