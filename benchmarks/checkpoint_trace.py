@@ -108,10 +108,10 @@ def markdown(store: dict) -> str:
 
 
 def write(store: dict) -> None:
-    for path, text in ((RESULTS, json.dumps(store, indent=1) + "\n"), (RESULTS.with_suffix(".md"), markdown(store))):
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(text)
-        tmp.replace(path)
+    from gsrcl import benchmark as B
+
+    B._write_json(RESULTS, store)
+    B._write_text(RESULTS.with_suffix(".md"), markdown(store))
 
 
 def main(argv=None) -> int:

@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -30,13 +31,11 @@ RESULTS = ROOT / "benchmarks" / "results" / "train_step.json"
 def _cells():
     import anndata as ad
 
-    from gsrcl.methods._training import as_csr
+    from gsrcl.benchmark import model_input
     from gsrcl.values import log1p_normalized
 
     adata = ad.read_h5ad(DATA)
-    X = as_csr(adata.X.astype(np.float32))
-    np.log1p(X.data, out=X.data)  # the model input of counts, then CP10k as the default presets
-    X = as_csr(log1p_normalized(X, 10_000))
+    X = log1p_normalized(model_input(adata), 10_000)  # log1p CP10k, as the default presets train
     y = np.unique(adata.obs["cell_type"].astype(str), return_inverse=True)[1]
     return X, y
 
@@ -89,6 +88,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    from gsrcl import benchmark as B
     from gsrcl.nn import flush_denormals
     from gsrcl.nn.allocator import malloc_tunable, reuse_large_allocations
 
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
               f"(x{base / new:.2f}; rounds {[round(t, 1) for t in times['glibc default']]} / "
               f"{[round(t, 1) for t in times['kept for reuse']]})", flush=True)
     record = {
-        "command": "python benchmarks/train_step.py " + " ".join(argv if argv is not None else os.sys.argv[1:]),
+        "command": "python benchmarks/train_step.py " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "threads": args.threads, "steps": args.steps, "rounds": args.rounds,
         "cpus": os.cpu_count(), "load_average": list(os.getloadavg()), "torch": torch.__version__,
@@ -129,9 +129,7 @@ def main(argv=None) -> int:
     }
     store = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
     store["runs"][f"threads={args.threads}"] = record
-    tmp = RESULTS.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(store, indent=1) + "\n")
-    tmp.replace(RESULTS)
+    B._write_json(RESULTS, store)
     return 0
 
 

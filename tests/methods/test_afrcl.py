@@ -103,9 +103,8 @@ def test_subsampled_scoring_and_grid(split):
 def test_averaged_checkpoint_is_a_candidate(split):
     import torch
 
-    from gsrcl.methods.afrcl import PRESETS
-
     from gsrcl.methods._training import WeightAverage, refresh_batch_norm
+    from gsrcl.methods.afrcl import PRESETS
     from gsrcl.nn import Encoder
 
     # the mean of three states, kept in memory or in a file read in pieces (CHUNK made small to cut tensors)

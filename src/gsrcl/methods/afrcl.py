@@ -260,7 +260,7 @@ class AFRCL(EstimatorBase):
         t0 = time.perf_counter()
         with torch_session(self.seed, p["threads"], device):
             rng = np.random.default_rng(self.seed)
-            encoder = Encoder(X.shape[1], p["hidden"], p["out"], batch_norm=p["batch_norm"],
+            encoder = Encoder(n_genes, p["hidden"], p["out"], batch_norm=p["batch_norm"],
                               input_dropout=p["input_dropout"]).to(device)
             expressed = expressed_genes(X, X_val) if p["skip_unexpressed_genes"] else None
             if expressed is not None:  # after the encoder's random draws: the same initial weights either way

@@ -17,13 +17,10 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import logging
 import os
 import platform
 import threading
 from typing import Iterator
-
-log = logging.getLogger("gsrcl.nn.allocator")
 
 __all__ = ["reuse_large_allocations", "malloc_tunable"]
 
