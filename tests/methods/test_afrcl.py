@@ -230,3 +230,30 @@ def test_restrict_and_expand_inputs_round_trip():
     assert not enc.linears[0].weight[[0, 2, 3, 6, 7, 8]].any()
     with pytest.raises(ValueError, match="kept inputs"):
         enc.expand_inputs(keep[:2], 10)
+
+
+def test_classifiers_see_unit_length_embeddings(fitted, split):
+    import torch
+
+    from gsrcl.methods._training import encode
+    from gsrcl.methods.afrcl import PRESETS
+
+    Xtr, _, Xte, _ = split
+    assert PRESETS["default"]["normalize_embedding"] and not PRESETS["paper"]["normalize_embedding"]
+    raw = encode(fitted.encoder_, fitted._scaled(Xte), torch.device("cpu"))
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, rtol=1e-2)
+    unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)
+    np.testing.assert_allclose(fitted.embed(Xte), unit, rtol=1e-5, atol=1e-6)
+    # the final SVM was fitted on unit-length rows, and the query's rows are scaled the same way
+    np.testing.assert_allclose(np.linalg.norm(fitted.svc_.support_vectors_, axis=1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(fitted.predict_proba(Xte), fitted.svc_.predict_proba(unit)[:, fitted._order],
+                               rtol=1e-5, atol=1e-7)
+    # a model saved before the setting existed is classified on the plain encoder output, as it was fitted
+    config, arrays = fitted.state()
+    assert config["hyperparameters"]["normalize_embedding"] is True
+    older = {k: v for k, v in config["hyperparameters"].items() if k != "normalize_embedding"}
+    old = AFRCL.from_state(dict(config, hyperparameters=older), arrays)
+    assert old.params["normalize_embedding"] is False
+    np.testing.assert_allclose(old.embed(Xte), raw, rtol=1e-6)
+    paper = AFRCL(**TINY, preset="paper")
+    assert paper._represent(raw) is raw
