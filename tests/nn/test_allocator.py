@@ -1,7 +1,11 @@
 """Large freed blocks kept for reuse while training (gsrcl.nn.allocator)."""
 
+import json
 import platform
 import resource
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import scipy.sparse as sp
@@ -37,23 +41,35 @@ def _resident_mb() -> float:
         return int(f.read().split()[1]) * resource.getpagesize() / 2**20
 
 
+def _probe() -> dict:
+    """Page faults of training steps with glibc's defaults, then with large blocks kept, and the resident
+    size before and after; run in a fresh process, whose heap holds no large free block yet."""
+    default = _faults_of_training_steps()
+    before = _resident_mb()
+    with reuse_large_allocations() as changed:
+        kept = _faults_of_training_steps()
+    return {"changed": changed, "default": default, "kept": kept, "before": before, "after": _resident_mb(),
+            "depth": allocator._depth}
+
+
 @glibc
 def test_large_blocks_are_reused_without_page_faults(monkeypatch):
     for key in ("GSRCL_KEEP_MALLOC", "GLIBC_TUNABLES"):
         monkeypatch.delenv(key, raising=False)
     if not malloc_tunable():
         pytest.skip("malloc is tuned in this environment")
-    default = _faults_of_training_steps()
-    before = _resident_mb()
-    with reuse_large_allocations() as changed:
-        assert changed
-        kept = _faults_of_training_steps()
-    assert default > 16384 * 0.9  # each 64 MB gradient is mapped afresh: a fault per 4 KB page
-    assert kept < 100
+    code = ("import json, sys; sys.path.insert(0, sys.argv[1]); import test_allocator; "
+            "print(json.dumps(test_allocator._probe()))")
+    out = subprocess.run([sys.executable, "-c", code, str(Path(__file__).parent)], capture_output=True, text=True,
+                         check=True).stdout
+    r = json.loads(out.strip().splitlines()[-1])
+    assert r["changed"]
+    assert r["default"] > 16384 * 0.9  # each 64 MB gradient is mapped afresh: a fault per 4 KB page
+    assert r["kept"] < 100
     # the kept blocks are given back on exit (how glibc serves later blocks depends on the heap's layout,
     # so the restored settings are checked with a recording libc below)
-    assert _resident_mb() < before + 32
-    assert allocator._depth == 0
+    assert r["after"] < r["before"] + 32
+    assert r["depth"] == 0
 
 
 class _RecordingLibc:
