@@ -111,7 +111,8 @@ def test_type_without_validation_cells(split):
 
 
 def tasks_epoch(tasks, j):
-    return max(t["epoch"] for t in tasks.values() if t["encoder"] == j)
+    # the averaged weights ("mean") are keyed epoch 0 in training
+    return max(0 if t["epoch"] == "mean" else t["epoch"] for t in tasks.values() if t["encoder"] == j)
 
 
 def test_checkpoints_spilled_to_disk_give_the_same_model(fitted, split, tmp_path, monkeypatch):
@@ -166,3 +167,28 @@ def test_averaged_checkpoint_is_a_candidate_for_every_task(fitted, split):
     off = GsRCL(**{**TINY, "epochs": 6, "average_checkpoints": False}).fit(Xtr, ytr)
     assert all(v[0] != "mean" for v in off.history_["validation"])
     assert all(off.validation_["tasks"][t]["epoch"] != "mean" for t in off.cell_types)
+
+
+def test_classifiers_can_see_unit_length_embeddings(split):
+    from gsrcl.methods._training import encode
+
+    Xtr, ytr, Xte, _ = split
+    model = GsRCL(**dict(TINY, epochs=6, average_checkpoints=False), normalize_embedding=True).fit(Xtr, ytr)
+    for k, svc in enumerate(model.svcs_):  # each type's SVM was fitted on unit-length rows
+        np.testing.assert_allclose(np.linalg.norm(svc.support_vectors_, axis=1), 1.0, rtol=1e-5)
+    raw = encode(model.encoders_[model.embed_encoder_], Xte, torch.device("cpu"))
+    assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, rtol=1e-2)
+    np.testing.assert_allclose(model.embed(Xte), raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-5,
+                               atol=1e-6)
+    k = 0
+    unit = encode(model.encoders_[model.task_encoder_[k]], Xte, torch.device("cpu"))
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    np.testing.assert_allclose(model.predict_scores(Xte)[:, k],
+                               model.svcs_[k].predict_proba(unit)[:, model._pos[k]], rtol=1e-5, atol=1e-7)
+    # the setting is saved; a model saved before it existed is classified on the plain output
+    config, arrays = model.state()
+    assert GsRCL.from_state(config, arrays).params["normalize_embedding"] is True
+    older = {key: v for key, v in config["hyperparameters"].items() if key != "normalize_embedding"}
+    old = GsRCL.from_state(dict(config, hyperparameters=older), arrays)
+    assert old.params["normalize_embedding"] is False
+    np.testing.assert_allclose(old.embed(Xte), raw, rtol=1e-6)

@@ -565,6 +565,14 @@ class EstimatorBase:
         if not getattr(self, "cell_types", None):
             raise RuntimeError(f"this {type(self).__name__} is not fitted: call fit() or from_state() first")
 
+    def _represent(self, emb: np.ndarray) -> np.ndarray:
+        """What the classifiers see of the encoder output ``emb``: its rows scaled to unit length with
+        ``normalize_embedding``, else ``emb`` itself."""
+        if not self.params.get("normalize_embedding"):
+            return emb
+        norms = np.linalg.norm(emb, axis=1, keepdims=True)
+        return emb / np.maximum(norms, np.finfo(np.float32).tiny)
+
     def predict_proba(self, X) -> np.ndarray:
         scores = self.predict_scores(X)
         total = scores.sum(axis=1, keepdims=True)

@@ -401,14 +401,6 @@ class AFRCL(EstimatorBase):
         np.minimum(out.data, SCALE_CLIP, out=out.data)
         return out
 
-    def _represent(self, emb: np.ndarray) -> np.ndarray:
-        """What the classifiers see of the encoder output ``emb``: its rows scaled to unit length with
-        ``normalize_embedding``, else ``emb`` itself."""
-        if not self.params.get("normalize_embedding"):
-            return emb
-        norms = np.linalg.norm(emb, axis=1, keepdims=True)
-        return emb / np.maximum(norms, np.finfo(np.float32).tiny)
-
     def embed(self, X) -> np.ndarray:
         """The representation the classifier sees (the encoder output, unit length with ``normalize_embedding``)."""
         self._check_fitted()
