@@ -174,7 +174,7 @@ def test_classifiers_can_see_unit_length_embeddings(split):
 
     Xtr, ytr, Xte, _ = split
     model = GsRCL(**dict(TINY, epochs=6, average_checkpoints=False), normalize_embedding=True).fit(Xtr, ytr)
-    for k, svc in enumerate(model.svcs_):  # each type's SVM was fitted on unit-length rows
+    for svc in model.svcs_:  # each type's SVM was fitted on unit-length rows
         np.testing.assert_allclose(np.linalg.norm(svc.support_vectors_, axis=1), 1.0, rtol=1e-5)
     raw = encode(model.encoders_[model.embed_encoder_], Xte, torch.device("cpu"))
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, rtol=1e-2)

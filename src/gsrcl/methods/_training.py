@@ -509,6 +509,8 @@ class EstimatorBase:
 
     method_name = ""
     PRESETS: dict[str, dict[str, Any]] = {}
+    # settings a saved model lacks because it predates them, and the value it was fitted with
+    ABSENT_MEANS: dict[str, Any] = {"normalize_embedding": False}
 
     def __init__(self, preset: str = "default", epochs: int | None = None, seed: int = 1111, device: str = "cpu",
                  quiet: bool = False, **overrides):
@@ -553,6 +555,7 @@ class EstimatorBase:
         extra = {k: hp.pop(k, v) for k, v in kwargs.items()}
         model = cls(preset=hp.pop("preset", "default"), seed=hp.pop("seed", 1111), quiet=True, **extra)
         model.params.update({k: v for k, v in hp.items() if k in model.params})
+        model.params.update({k: v for k, v in cls.ABSENT_MEANS.items() if k in model.params and k not in hp})
         return model
 
     def _progress(self, total: int):

@@ -441,8 +441,6 @@ class AFRCL(EstimatorBase):
         from ..svm import PortableSVC
 
         model = cls._from_config(config)
-        # a model saved before the setting existed was classified on the plain encoder output
-        model.params["normalize_embedding"] = bool(config.get("hyperparameters", {}).get("normalize_embedding", False))
         stray = sorted(k for k in arrays if not k.startswith(("encoder.", "svc.")) and k != "input.scale")
         if stray:
             raise ValueError(f"unexpected arrays {stray[:3]}")

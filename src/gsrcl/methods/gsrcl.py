@@ -470,8 +470,6 @@ class GsRCL(EstimatorBase):
         from ..svm import PortableSVC
 
         model = cls._from_config(config, independent_encoders=False)
-        # a model saved before the setting existed was classified on the plain encoder output
-        model.params["normalize_embedding"] = bool(config.get("hyperparameters", {}).get("normalize_embedding", False))
         types = [str(t) for t in config["cell_types"]]
         tasks = config["tasks"]
         n_enc = len(config["encoders"])
