@@ -214,3 +214,30 @@ def test_seed_spread_report_takes_the_target_from_the_baselines_only():
     # needed = the best baseline's mean (0.95) - 0.005; a variant of ours (afrcl_old) is not a baseline
     assert "| afrcl | 1, 2 | 0.9300 ± 0.0424 (min 0.9000) |" in md and "no (needed 0.9450)" in md
     assert "| afrcl_old | 1 | 0.9900" in md and "yes (needed 0.9450)" in md
+
+
+def test_trial_settings_reach_training_and_name_the_row(monkeypatch):
+    import importlib.util
+
+    import gsrcl.training
+
+    spec = importlib.util.spec_from_file_location("seeds", CONFIG.parent / "seeds.py")
+    seeds = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(seeds)
+    settings = seeds.parse_settings(["scale_genes=true", "min_steps=370", "pool=geometric"])
+    assert settings == {"scale_genes": True, "min_steps": 370, "pool": "geometric"}
+    assert seeds.label("gsrcl", {"scale_genes": True}) == "gsrcl[scale_genes=true]"
+    assert seeds.label("gsrcl", {}) == "gsrcl"
+    with pytest.raises(ValueError, match="KEY=VALUE"):
+        seeds.parse_settings(["scale_genes"])
+    assert seeds.main(["--tasks", "kang_donors", "--methods", "svm", "--set", "min_steps=1"]) == 2
+
+    seen = {}
+    monkeypatch.setattr(gsrcl.training, "train", lambda adata, **kw: seen.update(kw))
+    est = B.make_method("gsrcl", seed=7, quick=True, overrides={"scale_genes": True, "epochs": 2})
+    est.fit(ad.AnnData(np.ones((2, 2), dtype=np.float32)), np.array(["a", "b"]))
+    # the trial's settings win over --quick's, and epochs goes to its own argument
+    assert seen["scale_genes"] is True and seen["epochs"] == 2 and seen["hidden"] == (64,) and seen["seed"] == 7
+    assert "scale_genes=True" in est.implementation
+    with pytest.raises(GsrclError, match="not the baseline"):
+        B.make_method("svm", overrides={"C": 2})

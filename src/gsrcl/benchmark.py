@@ -497,17 +497,20 @@ class OurMethod:
 
     modules = ("torch", "gsrcl.training", "gsrcl.annotation", "gsrcl.methods.afrcl", "gsrcl.methods.gsrcl", "gsrcl.genes")
 
-    def __init__(self, method: str, seed: int = DEFAULT_SEED, p: float = DEFAULT_P, quick: bool = False):
+    def __init__(self, method: str, seed: int = DEFAULT_SEED, p: float = DEFAULT_P, quick: bool = False,
+                 overrides: dict[str, Any] | None = None):
         self.name = self.method = method
         self.seed, self.p, self.quick = seed, p, quick
-        self.implementation = (f"gsrcl.train(method='{method}', preset='default', seed={seed})"
+        self.overrides = dict(overrides or {})  # hyperparameters other than the preset's (trials, not the benchmark)
+        settings = "".join(f", {k}={v!r}" for k, v in self.overrides.items())
+        self.implementation = (f"gsrcl.train(method='{method}', preset='default', seed={seed}{settings})"
                                + (f" with --quick overrides {QUICK_OVERRIDES}" if quick else "")
                                + f" + gsrcl.annotate(p={p})")
 
     def fit(self, adata, labels) -> "OurMethod":
         from .training import train
 
-        overrides = dict(QUICK_OVERRIDES) if self.quick else {}
+        overrides = {**(QUICK_OVERRIDES if self.quick else {}), **self.overrides}
         epochs = overrides.pop("epochs", None)
         self.reference_ = train(adata, labels_key=np.asarray(_as_str(labels)), method=self.method, preset="default",
                                 epochs=epochs, seed=self.seed, quiet=True, **overrides)
@@ -533,9 +536,12 @@ class OurMethod:
                           scores, best=best)
 
 
-def make_method(name: str, seed: int = DEFAULT_SEED, quick: bool = False):
+def make_method(name: str, seed: int = DEFAULT_SEED, quick: bool = False, overrides: dict[str, Any] | None = None):
+    """A method of the benchmark; ``overrides``: hyperparameters of ours other than the preset's."""
     if name in OURS:
-        return OurMethod(name, seed=seed, quick=quick)
+        return OurMethod(name, seed=seed, quick=quick, overrides=overrides)
+    if overrides:
+        raise GsrclError(f"settings {sorted(overrides)} are for gsrcl or afrcl, not the baseline {name!r}")
     if name == "svm":
         return LinearSVM(seed)
     if name == "svm_rejection":
@@ -606,25 +612,26 @@ def measure() -> Iterator[dict[str, Any]]:
         record["peak_reset"] = reset
 
 
-def run_job(task: Task, data_dir: str, method: str, seed: int = DEFAULT_SEED, quick: bool = False) -> dict[str, Any]:
+def run_job(task: Task, data_dir: str, method: str, seed: int = DEFAULT_SEED, quick: bool = False,
+            overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train and predict ``method`` on every split of ``task``; what `score_job` needs, as plain values."""
     from sklearn.exceptions import ConvergenceWarning
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)  # the baselines run with their default max_iter
         warnings.simplefilter("ignore", FutureWarning)
-        return _run_splits(task, data_dir, method, seed, quick)
+        return _run_splits(task, data_dir, method, seed, quick, overrides)
 
 
-def _child_job(task: Task, data_dir: str, method: str, seed: int, quick: bool) -> dict[str, Any]:
+def _child_job(task: Task, data_dir: str, method: str, seed: int, quick: bool, overrides=None) -> dict[str, Any]:
     logging.getLogger("gsrcl").setLevel(logging.ERROR)  # the parent reports failures
-    return run_job(task, data_dir, method, seed, quick)
+    return run_job(task, data_dir, method, seed, quick, overrides)
 
 
-def _run_splits(task: Task, data_dir: str, method: str, seed: int, quick: bool) -> dict[str, Any]:
+def _run_splits(task: Task, data_dir: str, method: str, seed: int, quick: bool, overrides=None) -> dict[str, Any]:
     out: dict[str, Any] = {"splits": []}
     for ref, query in task_splits(task, data_dir, QUICK_MAX_CELLS if quick else None):
-        est = make_method(method, seed=seed, quick=quick)
+        est = make_method(method, seed=seed, quick=quick, overrides=overrides)
         for mod in est.modules:  # imports are not the method's memory or time
             importlib.import_module(mod)
         with measure() as fit:
@@ -644,12 +651,12 @@ def _run_splits(task: Task, data_dir: str, method: str, seed: int, quick: bool) 
     return out
 
 
-def _run_isolated(task: Task, data_dir: str, method: str, seed: int, quick: bool) -> dict[str, Any]:
+def _run_isolated(task: Task, data_dir: str, method: str, seed: int, quick: bool, overrides=None) -> dict[str, Any]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return pool.submit(_child_job, task, data_dir, method, seed, quick).result()
+        return pool.submit(_child_job, task, data_dir, method, seed, quick, overrides).result()
 
 
 def score_job(job: dict[str, Any]) -> dict[str, Any]:

@@ -152,7 +152,8 @@ def test_averaged_checkpoint_is_a_candidate(split):
 
 
 def test_gene_scaling_is_learnt_from_the_reference_stored_and_applied(fitted, split):
-    from gsrcl.methods.afrcl import PRESETS, SCALE_CLIP
+    from gsrcl.methods._training import SCALE_CLIP
+    from gsrcl.methods.afrcl import PRESETS
 
     Xtr, _, Xte, _ = split
     sd = Xtr.toarray().astype(np.float64).std(axis=0)

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+import scipy.sparse as sp
 import torch
 from sklearn.metrics import f1_score
 
@@ -192,3 +193,26 @@ def test_classifiers_can_see_unit_length_embeddings(split):
     old = GsRCL.from_state(dict(config, hyperparameters=older), arrays)
     assert old.params["normalize_embedding"] is False
     np.testing.assert_allclose(old.embed(Xte), raw, rtol=1e-6)
+
+
+def test_gene_scaling_is_learnt_stored_and_applied(split):
+    from gsrcl.methods._training import GENE_SCALE_KEY, encode
+
+    Xtr, ytr, Xte, _ = split
+    model = GsRCL(**dict(TINY, epochs=2, val_every=1, average_checkpoints=False), scale_genes=True).fit(Xtr, ytr)
+    # the scale comes from the training and validation cells together (fit splits Xtr itself here)
+    sd = Xtr.toarray().astype(np.float64).std(axis=0)
+    np.testing.assert_allclose(model.gene_scale_, 1.0 / (sd + 0.1), rtol=1e-4)
+    assert not GsRCL.PRESETS["default"]["scale_genes"] and not GsRCL.PRESETS["paper"]["scale_genes"]
+    # every query is scaled the same way before the encoder
+    scaled = sp.csr_matrix(np.minimum(Xte.toarray() * model.gene_scale_, 10.0))
+    expect = model._represent(encode(model.encoders_[model.embed_encoder_], scaled, torch.device("cpu")))
+    np.testing.assert_allclose(model.embed(Xte), expect, rtol=1e-4, atol=1e-5)
+    config, arrays = model.state()
+    assert arrays[GENE_SCALE_KEY].shape == (Xtr.shape[1],)
+    back = GsRCL.from_state(config, arrays)
+    assert np.array_equal(back.predict_scores(Xte), model.predict_scores(Xte))
+    plain = GsRCL.from_state(config, {k: v for k, v in arrays.items() if k != GENE_SCALE_KEY})
+    assert plain.gene_scale_ is None and not np.allclose(plain.predict_scores(Xte), model.predict_scores(Xte))
+    with pytest.raises(ValueError, match="gene scale"):
+        GsRCL.from_state(config, {**arrays, GENE_SCALE_KEY: arrays[GENE_SCALE_KEY][:-1]})

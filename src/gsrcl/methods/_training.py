@@ -504,6 +504,19 @@ def better(score: float, best: float | None, ties: str) -> bool:
 
 
 # --- estimator plumbing ------------------------------------------------------------------------------------
+SCALE_CLIP = 10.0  # as scanpy's scale(max_value=10)
+SCALE_OFFSET = 0.1  # added to each gene's sd: rare genes, whose sd is tiny, are not blown up
+GENE_SCALE_KEY = "input.scale"  # the gene scale's array in a saved model
+
+
+def gene_scale(X) -> np.ndarray:
+    """1 / (sd + SCALE_OFFSET) of each column of CSR ``X`` (float32), the sd over all rows, zeros included."""
+    X = as_csr(X)
+    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
+    sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
+    return (1.0 / (np.sqrt(np.maximum(sq - mean * mean, 0.0)) + SCALE_OFFSET)).astype(np.float32)
+
+
 class EstimatorBase:
     """Presets, parameters and progress shared by the two estimators."""
 
@@ -575,6 +588,34 @@ class EstimatorBase:
             return emb
         norms = np.linalg.norm(emb, axis=1, keepdims=True)
         return emb / np.maximum(norms, np.finfo(np.float32).tiny)
+
+    # --- the gene scaling (``scale_genes``): each gene divided by its spread over the reference cells --------
+    def _fit_gene_scale(self, X, X_val):
+        """Fit the gene scale on the training and validation cells (with ``scale_genes``) and return both
+        scaled; without it ``gene_scale_`` is None and both come back as they are."""
+        self.gene_scale_ = (gene_scale(vstack(X, X_val) if X_val.shape[0] else X)
+                            if self.params.get("scale_genes") else None)
+        return self._scaled(X), self._scaled(X_val)
+
+    def _scaled(self, X):
+        """X with the reference's gene scaling applied (X itself when the model has none)."""
+        if getattr(self, "gene_scale_", None) is None:
+            return X
+        out = sp.csr_matrix(as_csr(X) @ sp.diags(self.gene_scale_), dtype=np.float32)
+        np.minimum(out.data, SCALE_CLIP, out=out.data)
+        return out
+
+    def _gene_scale_arrays(self) -> dict[str, np.ndarray]:
+        scale = getattr(self, "gene_scale_", None)
+        return {} if scale is None else {GENE_SCALE_KEY: scale}
+
+    def _load_gene_scale(self, arrays: dict[str, np.ndarray], n_genes: int) -> None:
+        scale = arrays.get(GENE_SCALE_KEY)
+        if scale is not None and (scale.ndim != 1 or len(scale) != n_genes or not np.isfinite(scale).all()
+                                  or (scale <= 0).any()):
+            raise ValueError(f"the gene scale has shape {scale.shape} (positive values needed, one per gene: "
+                             f"{n_genes})")
+        self.gene_scale_ = None if scale is None else scale.astype(np.float32)
 
     def predict_proba(self, X) -> np.ndarray:
         scores = self.predict_scores(X)

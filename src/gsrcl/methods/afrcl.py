@@ -138,12 +138,12 @@ import time
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 import torch
 
 from ..nn import Encoder, ProjectionHead, afrcl_loss
 from ._training import (
     BLOCK,
+    GENE_SCALE_KEY,
     EstimatorBase,
     Patience,
     WeightAverage,
@@ -206,9 +206,6 @@ _COMMON = {
     "normalize_embedding": False,
 }
 
-SCALE_CLIP = 10.0  # as scanpy's scale(max_value=10)
-SCALE_OFFSET = 0.1  # added to each gene's sd: rare genes, whose sd is tiny, are not blown up
-
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         **_COMMON,
@@ -252,14 +249,6 @@ def expressed_genes(X, X_val) -> np.ndarray | None:
     return None if seen.all() else np.flatnonzero(seen)
 
 
-def gene_scale(X) -> np.ndarray:
-    """1 / (sd + SCALE_OFFSET) of each column of CSR ``X`` (float32), the sd over all rows, zeros included."""
-    X = as_csr(X)
-    mean = np.asarray(X.mean(axis=0), dtype=np.float64).ravel()
-    sq = np.asarray(X.multiply(X).mean(axis=0), dtype=np.float64).ravel()
-    return (1.0 / (np.sqrt(np.maximum(sq - mean * mean, 0.0)) + SCALE_OFFSET)).astype(np.float32)
-
-
 class AFRCL(EstimatorBase):
     """AF-RCL as an estimator: ``fit(X, y, X_val, y_val)`` on log1p CSR input, ``predict_proba`` (n, K)."""
 
@@ -272,8 +261,7 @@ class AFRCL(EstimatorBase):
         p = self.params
         device = resolve_device(self.device)
         X, y, X_val, y_val = fit_inputs(X, y, X_val, y_val, p["validation_size"], self.seed)
-        self.gene_scale_ = gene_scale(vstack(X, X_val) if len(y_val) else X) if p["scale_genes"] else None
-        X, X_val = self._scaled(X), self._scaled(X_val)
+        X, X_val = self._fit_gene_scale(X, X_val)
         n_genes = X.shape[1]
         self.cell_types = sorted(map(str, np.unique(y)))
         codes = np.searchsorted(self.cell_types, y)
@@ -393,14 +381,6 @@ class AFRCL(EstimatorBase):
         return self
 
     # --- prediction ----------------------------------------------------------------------------------
-    def _scaled(self, X):
-        """X with the reference's gene scaling applied (X itself when the model has none)."""
-        if getattr(self, "gene_scale_", None) is None:
-            return X
-        out = sp.csr_matrix(as_csr(X) @ sp.diags(self.gene_scale_), dtype=np.float32)
-        np.minimum(out.data, SCALE_CLIP, out=out.data)
-        return out
-
     def embed(self, X) -> np.ndarray:
         """The representation the classifier sees (the encoder output, unit length with ``normalize_embedding``)."""
         self._check_fitted()
@@ -431,9 +411,7 @@ class AFRCL(EstimatorBase):
             "svc": jsonable(svc_config),
             "hyperparameters": self.hyperparameters,
         }
-        arrays = {**self.encoder_.to_arrays("encoder."), **prefixed(svc_arrays, "svc.")}
-        if self.gene_scale_ is not None:
-            arrays["input.scale"] = self.gene_scale_
+        arrays = {**self.encoder_.to_arrays("encoder."), **prefixed(svc_arrays, "svc."), **self._gene_scale_arrays()}
         return config, arrays
 
     @classmethod
@@ -441,7 +419,7 @@ class AFRCL(EstimatorBase):
         from ..svm import PortableSVC
 
         model = cls._from_config(config)
-        stray = sorted(k for k in arrays if not k.startswith(("encoder.", "svc.")) and k != "input.scale")
+        stray = sorted(k for k in arrays if not k.startswith(("encoder.", "svc.")) and k != GENE_SCALE_KEY)
         if stray:
             raise ValueError(f"unexpected arrays {stray[:3]}")
         encoder = Encoder.from_arrays(arrays, "encoder.", input_dropout=config["encoder"].get("input_dropout", 0.0))
@@ -450,12 +428,7 @@ class AFRCL(EstimatorBase):
         svc = PortableSVC.from_state(config["svc"], split_arrays(arrays, "svc."))
         types = [str(t) for t in config["cell_types"]]
         check_svc(svc, types, encoder.out, "the SVM")
-        scale = arrays.get("input.scale")
-        if scale is not None and (scale.ndim != 1 or len(scale) != encoder.n_inputs or not np.isfinite(scale).all()
-                                  or (scale <= 0).any()):
-            raise ValueError(f"the gene scale has shape {scale.shape} (positive values needed, one per gene: "
-                             f"{encoder.n_inputs})")
-        model.gene_scale_ = None if scale is None else scale.astype(np.float32)
+        model._load_gene_scale(arrays, encoder.n_inputs)
         model.cell_types = types
         model.encoder_ = encoder.eval()
         model.svc_ = svc
