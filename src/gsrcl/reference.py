@@ -7,7 +7,7 @@ A reference is a directory ``REFDIR/NAME/`` holding exactly two files:
   date, the name/shape/dtype of every array and the SHA-256 of ``arrays.npz``;
 - ``arrays.npz``: every weight as a plain numpy array, read back with ``allow_pickle=False`` (the novelty
   score's arrays under ``novelty.``; a reference without them loads, and predicts without a novelty score;
-  AF-RCL's gene scale under ``input.scale``, absent from references made before it or with ``scale_genes=False``).
+  the gene scale under ``input.scale``, absent from references made before it or with ``scale_genes=False``).
 
 Nothing read back from disk can execute code: no pickle, no joblib, no ``torch.load``. Loading checks the
 format version, that no other file is present, the checksum, and each array's shape and dtype against the
