@@ -13,7 +13,7 @@ can be added in several runs::
 ``--set KEY=VALUE`` (repeatable) trains ours with a hyperparameter other than the default preset's, to try a change
 of the method on the benchmark's tasks before making it the default; such rows are named ``method[KEY=VALUE]``::
 
-    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seeds.py --tasks kang_donors --methods gsrcl --seeds 1111 \
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/seeds.py --tasks kang_donors --methods gsrcl --seeds 1111 \\
         --set scale_genes=true
 """
 
