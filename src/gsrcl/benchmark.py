@@ -516,6 +516,13 @@ class OurMethod:
                                 epochs=epochs, seed=self.seed, quiet=True, **overrides)
         return self
 
+    @property
+    def svm_inputs(self) -> dict[str, str] | None:
+        """GsRCL: what each type's SVM takes, ``encoder`` or ``genes`` (``gene_svm``); None for AF-RCL."""
+        tasks = (self.reference_.manifest.get("validation") or {}).get("tasks") or {}
+        inputs = {t: v["input"] for t, v in tasks.items() if isinstance(v, dict) and "input" in v}
+        return inputs or None
+
     def predict(self, adata) -> Prediction:
         import anndata as ad
 
@@ -646,7 +653,7 @@ def _run_splits(task: Task, data_dir: str, method: str, seed: int, quick: bool, 
             "y_best": list(_as_str(result.labels if result.best is None else result.best)),
             "confidence": np.asarray(result.confidence, float).tolist(),
             "scores": {k: np.asarray(v, float).tolist() for k, v in result.scores.items()},
-            "fit": fit, "predict": pred,
+            "fit": fit, "predict": pred, "svm_inputs": getattr(est, "svm_inputs", None),
         })
     return out
 
@@ -686,6 +693,8 @@ def score_job(job: dict[str, Any]) -> dict[str, Any]:
                        "predict_peak": mem("predict", "peak_mib"), "predict_delta": mem("predict", "delta_mib"),
                        "peak_reset": all(s["fit"]["peak_reset"] for s in splits)},
     }
+    if any(s.get("svm_inputs") for s in splits):
+        entry["svm_inputs"] = [s.get("svm_inputs") for s in splits]
     if len(splits) > 1:
         entry["per_fold"] = [{"macro_f1": macro_f1(s["y_true"], s["y_pred"], s["ref_types"]),
                               "accuracy": accuracy(s["y_true"], s["y_pred"], s["ref_types"])} for s in splits]
@@ -989,6 +998,13 @@ def markdown(results: dict[str, Any]) -> str:
         pics = [m for m in OURS if t["methods"].get(m, {}).get("status") == "ok"]
         if pics:
             lines += ["", f"Confusion of {' and '.join(pics)}: `confusion_{name}.png`."]
+        for m in pics:
+            inputs = t["methods"][m].get("svm_inputs")
+            if inputs:
+                lines += ["", f"{m}'s SVM on the genes (`gene_svm`) for: " + "; ".join(
+                    (f"fold {i + 1}: " if len(inputs) > 1 else "")
+                    + (", ".join(k for k, v in (f or {}).items() if v == "genes") or "no type") for i, f in enumerate(inputs))
+                          + " (the others on the encoder)."]
         lines.append("")
     lines += ["## Methods", ""]
     impl = {}

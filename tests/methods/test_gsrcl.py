@@ -15,7 +15,7 @@ from gsrcl.methods._training import better
 from gsrcl.methods.gsrcl import GsRCL
 
 TINY = dict(epochs=16, hidden=(64, 64), out=32, head=(32, 16), lr=1e-3, batch_size=64, shuffle=True, val_every=5,
-            min_epochs=0, svm_cv=2, threads=1, quiet=True, average_checkpoints=True)
+            min_epochs=0, svm_cv=2, threads=1, quiet=True, average_checkpoints=True, gene_svm=False)
 
 METHOD = GsRCL  # fitted once with TINY by the ``fitted`` fixture (tests/methods/conftest.py)
 
@@ -61,6 +61,37 @@ def test_deterministic_and_state_round_trip(fitted, split):
         GsRCL.from_state(bad, arrays)
     with pytest.raises(ValueError):
         GsRCL.from_state(config, {k: v for k, v in arrays.items() if not k.startswith("svc0.")})
+
+
+def test_gene_svm_replaces_the_encoder_where_it_validates_better(fitted, split, monkeypatch):
+    Xtr, ytr, Xte, _ = split
+    # the real comparison: a type is on the genes exactly when the gene SVM's validation MCC is higher
+    m = GsRCL(**{**TINY, "gene_svm": True}).fit(Xtr, ytr)
+    tasks = m.validation_["tasks"]
+    for k, t in enumerate(m.cell_types):
+        on_genes = tasks[t]["gene_score"] > tasks[t]["encoder_score"]
+        assert (tasks[t]["input"] == "genes") == on_genes == (m.task_encoder_[k] == -1)
+        assert tasks[t]["score"] == (tasks[t]["gene_score"] if on_genes else tasks[t]["encoder_score"])
+    # gene scores that never win leave the model as without them; scores that always win put every type on
+    # the genes, with the most chosen checkpoint kept for the embedding
+    monkeypatch.setattr(GsRCL, "_score_genes", lambda self, *a: {k: -2.0 for k in range(5)})
+    never = GsRCL(**{**TINY, "gene_svm": True}).fit(Xtr, ytr)
+    assert np.array_equal(never.predict_scores(Xte), fitted.predict_scores(Xte))
+    monkeypatch.setattr(GsRCL, "_score_genes", lambda self, *a: {k: 2.0 for k in range(5)})
+    every = GsRCL(**{**TINY, "gene_svm": True}).fit(Xtr, ytr)
+    assert every.task_encoder_ == [-1] * 5 and len(every.encoders_) == 1
+    assert all(svc.n_features_in_ == Xtr.shape[1] for svc in every.svcs_)
+    direct = np.column_stack([svc.predict_proba(Xte)[:, list(svc.classes_).index(1)] for svc in every.svcs_])
+    np.testing.assert_allclose(every.predict_scores(Xte), direct, rtol=1e-12)
+    config, arrays = every.state()
+    assert all(t["encoder"] is None for t in config["tasks"])
+    back = GsRCL.from_state(config, arrays)
+    assert np.array_equal(back.predict_scores(Xte), every.predict_scores(Xte))
+    assert np.array_equal(back.embed(Xte), every.embed(Xte))
+    config, arrays = never.state()  # an embedding's SVM read as a gene SVM
+    config["tasks"][0]["encoder"] = None
+    with pytest.raises(ValueError, match="gene SVM of .* takes 32 features"):
+        GsRCL.from_state(config, arrays)
 
 
 def test_independent_encoders(split):

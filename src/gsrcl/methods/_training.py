@@ -488,7 +488,7 @@ def check_svc(svc, labels: list, n_features: int, what: str) -> None:
         sv = getattr(svc, "support_vectors_", None)
         n_in = None if sv is None else np.asarray(sv).shape[1]
     if n_in is not None and int(n_in) != int(n_features):
-        raise ValueError(f"{what} takes {n_in} features but the encoder gives {n_features}")
+        raise ValueError(f"{what} takes {n_in} features, its input has {n_features}")
 
 
 def better(score: float, best: float | None, ties: str) -> bool:
@@ -523,7 +523,7 @@ class EstimatorBase:
     method_name = ""
     PRESETS: dict[str, dict[str, Any]] = {}
     # settings a saved model lacks because it predates them, and the value it was fitted with
-    ABSENT_MEANS: dict[str, Any] = {"normalize_embedding": False}
+    ABSENT_MEANS: dict[str, Any] = {"normalize_embedding": False, "gene_svm": False}
 
     def __init__(self, preset: str = "default", epochs: int | None = None, seed: int = 1111, device: str = "cpu",
                  quiet: bool = False, **overrides):
