@@ -88,6 +88,13 @@ def test_gene_svm_replaces_the_encoder_where_it_validates_better(fitted, split, 
     back = GsRCL.from_state(config, arrays)
     assert np.array_equal(back.predict_scores(Xte), every.predict_scores(Xte))
     assert np.array_equal(back.embed(Xte), every.embed(Xte))
+    # a reference too large for the gene SVMs' dense copy keeps the encoders' SVMs
+    import gsrcl.methods.gsrcl as module
+
+    monkeypatch.setattr(module, "DENSE_GENES_MAX", Xtr.shape[1])
+    large = GsRCL(**{**TINY, "gene_svm": True}).fit(Xtr, ytr)
+    assert large.validation_["gene_svm"] is False and every.validation_["gene_svm"] is True
+    assert np.array_equal(large.predict_scores(Xte), fitted.predict_scores(Xte))
     config, arrays = never.state()  # an embedding's SVM read as a gene SVM
     config["tasks"][0]["encoder"] = None
     with pytest.raises(ValueError, match="gene SVM of .* takes 32 features"):

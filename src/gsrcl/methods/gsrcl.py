@@ -88,7 +88,9 @@ validation cells per fold, 1 thread on a shared 2-core machine):
   the genes); in the accuracy benchmark (seed 1111, 1 thread) also Kang -> pbmc3k 0.9824 -> 0.9897 (unseen-type
   AUROC of conf_score 0.787 -> 0.837, of unseen_score 0.880 -> 0.877), pbmc3k -> Kang 0.9457 -> 0.9506, mouse
   immune CV 0.9905 -> 0.9921, Xin -> Wang and CellBench 1.000 both. The encoder is still trained, and kept for
-  the embedding (t-SNE) when every type is on the genes;
+  the embedding (t-SNE) when every type is on the genes. A reference whose SVM cells x genes exceed 50M entries
+  (``DENSE_GENES_MAX``: the dense copy the gene SVMs need, 400 MB) gets no gene SVMs (the manifest's
+  ``gene_svm`` says false): on 10,000 cells x 19,371 genes the sparse path spent over 30 min in them;
 Result: 5-fold macro-F1 0.9903 (linear SVM on log1p counts 0.9909, ratio 0.999; per fold 1.000, 0.991,
 0.976, 0.992, 0.992; 0.9886 on log1p counts: 1.000, 1.000, 0.967, 0.984, 0.992), 4-10 min per fold with one
 thread beside other jobs (4-7 min of CPU); before that 6-20 min per fold with one thread on the busy machine (4-8.5 min of CPU), peak
@@ -150,13 +152,13 @@ log = logging.getLogger("gsrcl.methods.gsrcl")
 
 MEAN_EPOCH = 0  # the checkpoint key of the averaged weights (epochs count from 1)
 GENES = -1  # task_encoder_ of a task whose SVM takes the model input itself (``gene_svm``)
-# up to this many entries the gene SVMs get a dense copy of their cells: libsvm's dense path fitted 3.5x faster
-# than its sparse one on 3,000 Kang cells x 2,500 genes (17% non-zero), with the same decision values
+# the gene SVMs' cells as a dense copy (libsvm's dense path fitted 3.5x faster than its sparse one on 3,000 Kang
+# cells x 2,500 genes, 17% non-zero, with the same decision values); a larger reference gets no gene SVMs
 DENSE_GENES_MAX = 50_000_000
 
 
 def _gene_input(X):
-    return X.toarray() if X.shape[0] * X.shape[1] <= DENSE_GENES_MAX else X
+    return X.toarray()
 
 _COMMON = {
     "ensemble": 1,  # models trained with different seeds whose scores are pooled (gsrcl.methods.ensemble)
@@ -277,7 +279,15 @@ class GsRCL(EstimatorBase):
                 scores.update(sc)
                 histories.append(hist)
             train_seconds = time.perf_counter() - t0
-            gene_scores = self._score_genes(X, y, X_val, y_val) if p["gene_svm"] and len(y_val) else {}
+            # a reference too large for a dense copy keeps the encoders' SVMs: libsvm's sparse path left 10,000
+            # cells x 19,371 genes over 30 min in the gene SVMs alone (one thread)
+            n_svm = X.shape[0] + (X_val.shape[0] if p["svm_cells"] == "train+val" else 0)
+            genes_fit = n_svm * X.shape[1] <= DENSE_GENES_MAX
+            if p["gene_svm"] and not genes_fit:
+                log.info("gsrcl: %d cells x %d genes is too large for the gene SVMs (gene_svm): every type keeps "
+                         "its encoder", n_svm, X.shape[1])
+            use_genes = p["gene_svm"] and genes_fit and len(y_val)
+            gene_scores = self._score_genes(X, y, X_val, y_val) if use_genes else {}
             on_genes = {k for k, s in gene_scores.items() if scores[k] is None or s > scores[k]}
             self._build(store, choice, on_genes, X, y, X_val, y_val, batch_norm, device)
         history = histories[0] if len(histories) == 1 else {"runs": histories}
@@ -307,6 +317,7 @@ class GsRCL(EstimatorBase):
             "epochs_run": [h["epochs_run"] for h in histories],
             "stopped_early": [h["stopped_early"] for h in histories],
             "svm_cells": p["svm_cells"] if len(y_val) else "train",
+            "gene_svm": bool(use_genes),
         })
         score = self.validation_["score"]
         log.info("gsrcl: %d distinct checkpoint(s) for %d tasks (%d with their SVM on the genes), mean validation "
