@@ -156,10 +156,6 @@ GENES = -1  # task_encoder_ of a task whose SVM takes the model input itself (``
 # cells x 2,500 genes, 17% non-zero, with the same decision values); a larger reference gets no gene SVMs
 DENSE_GENES_MAX = 50_000_000
 
-
-def _gene_input(X):
-    return X.toarray()
-
 _COMMON = {
     "ensemble": 1,  # models trained with different seeds whose scores are pooled (gsrcl.methods.ensemble)
     "pool": "mean",  # how the ensemble's scores are pooled: mean or geometric
@@ -279,8 +275,6 @@ class GsRCL(EstimatorBase):
                 scores.update(sc)
                 histories.append(hist)
             train_seconds = time.perf_counter() - t0
-            # a reference too large for a dense copy keeps the encoders' SVMs: libsvm's sparse path left 10,000
-            # cells x 19,371 genes over 30 min in the gene SVMs alone (one thread)
             n_svm = X.shape[0] + (X_val.shape[0] if p["svm_cells"] == "train+val" else 0)
             genes_fit = n_svm * X.shape[1] <= DENSE_GENES_MAX
             if p["gene_svm"] and not genes_fit:
@@ -330,8 +324,8 @@ class GsRCL(EstimatorBase):
         checkpoints are (the same training cells, classifier and validation cells)."""
         p = self.params
         sub = stratified_subset(y, p["score_cells"], self.seed)
-        X_score, y_score = _gene_input(X if sub is None else X[sub]), (y if sub is None else y[sub])
-        X_val = _gene_input(X_val)
+        X_score, y_score = (X, y) if sub is None else (X[sub], y[sub])
+        X_score, X_val = X_score.toarray(), X_val.toarray()  # dense: see DENSE_GENES_MAX
         out = {}
         for k, t in enumerate(self.cell_types):
             target = (y_val == t).astype(np.int64)
@@ -364,7 +358,7 @@ class GsRCL(EstimatorBase):
 
         with torch_session(self.seed, p["threads"], device):
             if on_genes:
-                genes = _gene_input(X_svm)
+                genes = X_svm.toarray()
                 for k in sorted(on_genes):
                     fit_task(k, genes)
                 del genes
