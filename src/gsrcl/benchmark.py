@@ -999,12 +999,13 @@ def markdown(results: dict[str, Any]) -> str:
         if pics:
             lines += ["", f"Confusion of {' and '.join(pics)}: `confusion_{name}.png`."]
         for m in pics:
-            inputs = t["methods"][m].get("svm_inputs")
-            if inputs:
-                lines += ["", f"{m}'s SVM on the genes (`gene_svm`) for: " + "; ".join(
-                    (f"fold {i + 1}: " if len(inputs) > 1 else "")
-                    + (", ".join(k for k, v in (f or {}).items() if v == "genes") or "no type") for i, f in enumerate(inputs))
-                          + " (the others on the encoder)."]
+            splits = t["methods"][m].get("svm_inputs") or []
+            on_genes = [", ".join(k for k, v in (f or {}).items() if v == "genes") or "no type" for f in splits]
+            if len(on_genes) > 1:
+                on_genes = [f"fold {i + 1}: {g}" for i, g in enumerate(on_genes)]
+            if on_genes:
+                lines += ["", f"{m}'s SVM on the genes (`gene_svm`) for: {'; '.join(on_genes)} (the others on the "
+                          "encoder)."]
         lines.append("")
     lines += ["## Methods", ""]
     impl = {}
