@@ -16,9 +16,10 @@ probability the cut-off is applied to is **<= p** (equal to p is Unassigned, as 
 
 Every cell also gets ``obs['novelty_score']`` (`gsrcl.novelty`: how unlike every reference type it is, 1 = a
 typical reference cell), which tells cells of types the reference lacks from known ones better than any
-probability; with ``novelty_cutoff`` (a percentile of the reference cells' scores) cells above it are
-Unassigned as well. ``obs['unseen_score']`` is ``novelty_score / conf_score``: high for a cell that is far from
-every reference type, or unsure between types, or both. On the benchmark's two unseen-type tasks it ranks cells of
+probability; with ``novelty_cutoff`` (a percentile of the scores of reference cells held out of the novelty
+model's fit, so new cells like the reference's cross it at about that rate) cells above it are Unassigned as
+well. ``obs['unseen_score']`` is ``novelty_score / conf_score``: high for a cell that is far from every reference
+type, or unsure between types, or both. On the benchmark's two unseen-type tasks it ranks cells of
 types the reference lacks first better than either part alone (``benchmarks/results/accuracy.md``); labels do not
 depend on it.
 
@@ -96,7 +97,7 @@ def normalise_rows(scores: np.ndarray) -> np.ndarray:
 
 
 def check_novelty_cutoff(percentile: float | None, ref) -> float | None:
-    """The novelty score above which a cell is Unassigned, from a percentile of the reference cells' scores."""
+    """The novelty score above which a cell is Unassigned, from a percentile of held-out reference cells' scores."""
     if percentile is None:
         return None
     try:

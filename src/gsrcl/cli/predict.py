@@ -44,8 +44,8 @@ def register(sub) -> None:
                    "No effect for AF-RCL")
     p.add_argument("--novelty-cutoff", type=percentile, metavar="PCT",
                    help="also call a cell 'Unassigned' when its novelty score (obs['novelty_score']: how unlike "
-                   "every reference cell type it is) is above that of PCT%% of the reference's own cells, e.g. "
-                   "99.5; off by default")
+                   "every reference cell type it is) is above that of PCT%% of the reference cells (each scored by a "
+                   "model fitted without it, as a query cell is), e.g. 99.5; off by default")
     p.add_argument("-l", "--log", choices=("auto", "0", "1"), default="auto",
                    help="auto (default): detect the values; 1: the input is raw counts (log1p is applied); "
                    "0: the input is already natural log(1+x)")
