@@ -100,6 +100,10 @@ def test_percentiles_hold_for_new_cells_of_the_reference_types():
     # too few cells to fit a fold with as many components: calibrated on the reference cells themselves
     small = N.NoveltyModel(n_components=5).fit(*_cells(rng, means, 7))
     assert small.calibration_ == "reference cells"
+    # no type with as many cells as folds: no stratified split either
+    X80 = _cells(rng, means, 80)[0]
+    many_types = N.NoveltyModel(n_components=5).fit(X80, np.repeat(np.arange(20), 4))
+    assert many_types.calibration_ == "reference cells" and np.isclose(np.median(many_types.score(X80)), 1.0)
 
 
 def _pair(data_dir, ref_file, query_file):

@@ -104,7 +104,10 @@ class NoveltyModel:
         folds = StratifiedKFold(CALIBRATION_FOLDS, shuffle=True, random_state=self.seed)
         with warnings.catch_warnings():  # types with fewer cells than folds: their cells are simply spread
             warnings.simplefilter("ignore", UserWarning)
-            splits = list(folds.split(np.zeros(len(labels)), labels))
+            try:
+                splits = list(folds.split(np.zeros(len(labels)), labels))
+            except ValueError:  # every type has fewer cells than folds
+                return None
         for train, test in splits:
             fold = NoveltyModel(k, self.seed)
             fold._fit_space(N[train], labels[train])
