@@ -88,11 +88,9 @@ class NoveltyModel:
         self.precision_ = np.linalg.inv(cov + ridge * np.eye(k))
 
     def _held_out_distances(self, N: sp.csr_matrix, labels: np.ndarray) -> np.ndarray | None:
-        """Each cell's distance in a model fitted without it (``CALIBRATION_FOLDS``-fold, stratified), or None for
-        a reference too small to split. The principal components and covariance fit the reference cells' own
-        noise, so their in-sample distances run high: a query cell like them scores lower, and percentiles of
-        the in-sample scores called far too few cells novel. Cells whose type is missing from their fold's
-        training cells are left out."""
+        """Each cell's distance in a model fitted without it (``CALIBRATION_FOLDS``-fold, stratified; why: the
+        module docstring), or None for a reference too small to split. Cells whose type is missing from their
+        fold's training cells are left out."""
         import warnings
 
         from sklearn.model_selection import StratifiedKFold
