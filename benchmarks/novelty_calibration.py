@@ -33,7 +33,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 PERCENTILES = (95.0, 99.0, 99.5, 99.9)
 
 
-def model_input(adata, genes) -> "np.ndarray":
+def model_input(adata, genes):
     """The cells on ``genes`` as the default preset's model input (log1p CP10k over those genes)."""
     return log1p_normalized(B.align_to(B.model_input(adata), adata.var, genes), 1e4)
 
@@ -45,8 +45,9 @@ def measure(ref, query) -> dict:
     yq = query.obs[B.LABEL].astype(str).to_numpy()
     t0 = time.perf_counter()
     baseline = NoveltyModel()
-    baseline._fit_space(novelty_input(Xr, cp10k=True), yr)  # the space alone: what the in-sample rule fitted
-    in_sample = baseline._distance(baseline._project(novelty_input(Xr, cp10k=True)))
+    Nr = novelty_input(Xr, cp10k=True)
+    baseline._fit_space(Nr, yr)  # the space alone: what the in-sample rule fitted
+    in_sample = baseline._distance(baseline._project(Nr))
     t1 = time.perf_counter()
     model = NoveltyModel().fit(Xr, yr, cp10k=True)
     t2 = time.perf_counter()
