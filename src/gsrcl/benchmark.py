@@ -1003,7 +1003,11 @@ def markdown(results: dict[str, Any]) -> str:
             on_genes = [", ".join(k for k, v in (f or {}).items() if v == "genes") or "no type" for f in splits]
             if len(on_genes) > 1:
                 on_genes = [f"fold {i + 1}: {g}" for i, g in enumerate(on_genes)]
-            if on_genes:
+            inputs = [v for f in splits for v in (f or {}).values()]
+            if inputs and all(v == "encoder+genes" for v in inputs):
+                lines += ["", f"{m}'s every type pools an SVM on its encoder's output and one on the genes "
+                          "(`gene_svm='pool'`)."]
+            elif on_genes:
                 lines += ["", f"{m}'s SVM on the genes (`gene_svm`) for: {'; '.join(on_genes)} (the others on the "
                           "encoder)."]
         lines.append("")

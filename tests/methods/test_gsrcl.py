@@ -12,7 +12,7 @@ from sklearn.metrics import f1_score
 
 from gsrcl.methods import get_method
 from gsrcl.methods._training import better
-from gsrcl.methods.gsrcl import GsRCL
+from gsrcl.methods.gsrcl import GENES, GsRCL
 
 TINY = dict(epochs=16, hidden=(64, 64), out=32, head=(32, 16), lr=1e-3, batch_size=64, shuffle=True, val_every=5,
             min_epochs=0, svm_cv=2, threads=1, quiet=True, average_checkpoints=True, gene_svm=False)
@@ -99,6 +99,33 @@ def test_gene_svm_replaces_the_encoder_where_it_validates_better(fitted, split, 
     config["tasks"][0]["encoder"] = None
     with pytest.raises(ValueError, match="gene SVM of .* takes 32 features"):
         GsRCL.from_state(config, arrays)
+
+
+def test_gene_svm_pool_averages_the_encoder_and_gene_svms(fitted, split, monkeypatch):
+    Xtr, ytr, Xte, _ = split
+    m = GsRCL(**{**TINY, "gene_svm": "pool"}).fit(Xtr, ytr)
+    # the encoders and their SVMs are those of the run without gene SVMs (same seed); every type adds a gene SVM
+    assert m.task_encoder_ == fitted.task_encoder_ and GENES not in m.task_encoder_
+    assert all(svc.n_features_in_ == Xtr.shape[1] for svc in m.gene_svcs_)
+    assert {m.validation_["tasks"][t]["input"] for t in m.cell_types} == {"encoder+genes"}
+
+    def positive(svc, X):
+        return svc.predict_proba(X)[:, list(svc.classes_).index(1)]
+
+    genes = np.column_stack([positive(svc, Xte) for svc in m.gene_svcs_])
+    np.testing.assert_allclose(m.predict_scores(Xte), (fitted.predict_scores(Xte) + genes) / 2, rtol=1e-10)
+    config, arrays = m.state()
+    assert all("gene_svc" in t for t in config["tasks"])
+    back = GsRCL.from_state(config, arrays)
+    assert np.array_equal(back.predict_scores(Xte), m.predict_scores(Xte))
+    with pytest.raises(ValueError, match="unexpected arrays"):  # a gene SVM the tasks do not name
+        GsRCL.from_state(dict(config, tasks=[{k: v for k, v in t.items() if k != "gene_svc"}
+                                             for t in config["tasks"]]), arrays)
+    bad = dict(config, tasks=[dict(t, encoder=None) for t in config["tasks"]])
+    with pytest.raises(ValueError, match="pools a gene SVM but has no encoder"):
+        GsRCL.from_state(bad, arrays)
+    with pytest.raises(ValueError, match="gene_svm is false, true or 'pool'"):
+        GsRCL(gene_svm="both")
 
 
 def test_independent_encoders(split):

@@ -1,0 +1,140 @@
+"""GsRCL's per-type classifiers compared on the same trained encoders: each type's SVM on its encoder checkpoint
+only, on the genes only, the default's choice between them (the gene SVM where its validation MCC is higher,
+``gene_svm=True``), and the mean of the two SVMs' probabilities (``gene_svm="pool"``).
+
+One GsRCL model per task and seed is trained with ``gene_svm="pool"`` (which fits both SVMs for every type and
+records both validation scores); the other rules are that model with some of its SVMs left out, so the comparison
+is paired: the encoders, the checkpoints and each SVM are the same in every column. Every variant annotates the
+query as ``gsrcl benchmark`` does (``gsrcl.annotate``, p = 0.5) and is scored with its macro-F1 over the known
+types (Unassigned counts as wrong) and, for tasks with unseen types, the AUROC of conf_score. Results accumulate in
+``benchmarks/results/gene_svm_pool.{json,md}`` (a rerun of a task and seed replaces its entry)::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/gene_svm_pool.py --tasks pbmc3k_to_kang --seeds 1111,1114
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gsrcl import benchmark as B
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RULES = ("encoder", "genes", "chosen", "pool")
+
+
+def variants(model) -> dict[str, tuple[list, list, list]]:
+    """(svcs_, task_encoder_, gene_svcs_) of each rule, from a model trained with ``gene_svm="pool"``."""
+    from gsrcl.methods.gsrcl import GENES
+
+    K = len(model.cell_types)
+    enc, genes, tasks = list(model.svcs_), list(model.gene_svcs_), model.validation_["tasks"]
+    chosen = [t["gene_score"] is not None and (t["encoder_score"] is None or t["gene_score"] > t["encoder_score"])
+              for t in (tasks[c] for c in model.cell_types)]
+    return {
+        "encoder": (enc, list(model.task_encoder_), [None] * K),
+        "genes": (genes, [GENES] * K, [None] * K),
+        "chosen": ([g if c else e for e, g, c in zip(enc, genes, chosen)],
+                   [GENES if c else j for j, c in zip(model.task_encoder_, chosen)], [None] * K),
+        "pool": (enc, list(model.task_encoder_), genes),
+    }
+
+
+def run_task(task, data_dir: str, seed: int) -> list[dict]:
+    import anndata as ad
+    import pandas as pd
+
+    from gsrcl.annotation import annotate
+
+    out = []
+    for ref, query in B.task_splits(task, data_dir):
+        est = B.make_method("gsrcl", seed=seed, overrides={"gene_svm": "pool"})
+        t0 = time.perf_counter()
+        est.fit(ref, ref.obs[B.LABEL].to_numpy())
+        fit_seconds = time.perf_counter() - t0
+        reference, model = est.reference_, est.reference_.model
+        genes = list(reference.genes)
+        q = ad.AnnData(B.align_to(query.X, query.var, genes), obs=pd.DataFrame(index=query.obs_names),
+                       var=pd.DataFrame(index=pd.Index(genes)))
+        y = B._as_str(query.obs[B.LABEL])
+        known = sorted(set(reference.cell_types))
+        split = {"fit_seconds": fit_seconds, "validation": {
+            t: {"encoder": v["encoder_score"], "genes": v["gene_score"]} for t, v in model.validation_["tasks"].items()},
+            "rules": {}}
+        for rule, (svcs, task_encoder, gene_svcs) in variants(model).items():
+            model.svcs_, model.task_encoder_, model.gene_svcs_ = svcs, task_encoder, gene_svcs
+            model._set_positive_columns()
+            obs = annotate(q, reference, quiet=True).obs
+            pred = B._as_str(obs["predicted_labels"])
+            metrics = {"macro_f1": B.macro_f1(y, pred, known)}
+            auroc = B.unseen_auroc(y, obs["conf_score"].to_numpy(float), known)
+            if auroc is not None:
+                metrics["unseen_auroc"] = auroc
+            split["rules"][rule] = metrics
+        out.append(split)
+    return out
+
+
+def markdown(results: dict) -> str:
+    lines = ["# GsRCL's per-type SVMs: encoder, genes, the default's choice, or both pooled", "",
+             "Paired: one model per task and seed (`gene_svm=\"pool\"`), the other rules are the same model with "
+             "some SVMs left out (`benchmarks/gene_svm_pool.py`). `chosen`: the gene SVM where its validation MCC "
+             "is higher than the checkpoint's (the default, `gene_svm=True`); `pool`: the mean of both SVMs' "
+             "probabilities. Macro-F1 over the known types (mean over the folds of a cross-validation task); in "
+             "brackets the unseen-type AUROC of conf_score.", ""]
+    lines += [f"- {note}" for note in results.get("notes", [])] + ([""] if results.get("notes") else [])
+    lines += ["| task | seed | " + " | ".join(RULES) + " |", "|---|---|" + "---|" * len(RULES)]
+    for e in sorted(results["entries"].values(), key=lambda e: (e["task"], e["seed"])):
+        cells = []
+        for rule in RULES:
+            f1 = np.mean([s["rules"][rule]["macro_f1"] for s in e["splits"]])
+            auc = [s["rules"][rule]["unseen_auroc"] for s in e["splits"] if "unseen_auroc" in s["rules"][rule]]
+            cells.append(f"{f1:.4f}" + (f" ({np.mean(auc):.3f})" if auc else ""))
+        lines.append(f"| {e['task']} | {e['seed']} | " + " | ".join(cells) + " |")
+    means = {}
+    for e in results["entries"].values():
+        means.setdefault(e["task"], []).append(e)
+    lines += ["", "Mean over the seeds:", "", "| task | seeds | " + " | ".join(RULES) + " |",
+              "|---|---|" + "---|" * len(RULES)]
+    for task, entries in sorted(means.items()):
+        row = [np.mean([np.mean([s["rules"][r]["macro_f1"] for s in e["splits"]]) for e in entries]) for r in RULES]
+        lines.append(f"| {task} | {', '.join(str(e['seed']) for e in sorted(entries, key=lambda e: e['seed']))} | "
+                     + " | ".join(f"{v:.4f}" for v in row) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", required=True, help="comma-separated task names of the config")
+    ap.add_argument("--seeds", default="1111", help="comma-separated seeds (default 1111)")
+    ap.add_argument("--config", default=None, help="task config (default benchmarks/tasks.json)")
+    ap.add_argument("--data", default=None, help="data folder (default: the config's)")
+    ap.add_argument("--out", default=str(RESULTS), help="folder of gene_svm_pool.{json,md} (default benchmarks/results)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    config = B.load_config(args.config or Path(__file__).resolve().parent / "tasks.json", args.data)
+    out = Path(args.out)
+    path = out / "gene_svm_pool.json"
+    import json
+
+    results = json.loads(path.read_text()) if path.exists() else {"entries": {}}
+    for name in args.tasks.split(","):
+        for seed in map(int, args.seeds.split(",")):
+            splits = run_task(config.tasks[name], str(config.data_dir), seed)
+            results["entries"][f"{name}|{seed}"] = {"task": name, "seed": seed, "splits": splits,
+                                                    "finished": B._now(), "command": " ".join(sys.argv)}
+            print(name, seed, {r: round(float(np.mean([s["rules"][r]["macro_f1"] for s in splits])), 4)
+                               for r in RULES}, flush=True)
+            out.mkdir(parents=True, exist_ok=True)
+            B._write_json(path, results)
+            B._write_text(out / "gene_svm_pool.md", markdown(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
