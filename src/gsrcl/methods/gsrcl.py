@@ -508,10 +508,11 @@ class GsRCL(EstimatorBase):
         return {k: (run, best_epoch[k]) for k in tasks}, {k: best[k] for k in tasks}, history
 
     def _set_positive_columns(self) -> None:
-        if not hasattr(self, "gene_svcs_"):
-            self.gene_svcs_ = [None] * len(self.svcs_)
-        self._pos = [[int(c) for c in svc.classes_].index(1) for svc in self.svcs_]
-        self._gene_pos = [None if svc is None else [int(c) for c in svc.classes_].index(1) for svc in self.gene_svcs_]
+        def positive(svc):
+            return None if svc is None else [int(c) for c in svc.classes_].index(1)
+
+        self._pos = [positive(svc) for svc in self.svcs_]
+        self._gene_pos = [positive(svc) for svc in self.gene_svcs_]
 
     # --- prediction ----------------------------------------------------------------------------------
     @property
