@@ -15,6 +15,7 @@ types (Unassigned counts as wrong) and, for tasks with unseen types, the AUROC o
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import time
@@ -80,6 +81,11 @@ def run_task(task, data_dir: str, seed: int) -> list[dict]:
     return out
 
 
+def mean_f1(splits: list[dict], rule: str) -> float:
+    """A rule's macro-F1, the mean over the folds of a cross-validation task."""
+    return float(np.mean([s["rules"][rule]["macro_f1"] for s in splits]))
+
+
 def markdown(results: dict) -> str:
     lines = ["# GsRCL's per-type SVMs: encoder, genes, the default's choice, or both pooled", "",
              "Paired: one model per task and seed (`gene_svm=\"pool\"`), the other rules are the same model with "
@@ -92,7 +98,7 @@ def markdown(results: dict) -> str:
     for e in sorted(results["entries"].values(), key=lambda e: (e["task"], e["seed"])):
         cells = []
         for rule in RULES:
-            f1 = np.mean([s["rules"][rule]["macro_f1"] for s in e["splits"]])
+            f1 = mean_f1(e["splits"], rule)
             auc = [s["rules"][rule]["unseen_auroc"] for s in e["splits"] if "unseen_auroc" in s["rules"][rule]]
             cells.append(f"{f1:.4f}" + (f" ({np.mean(auc):.3f})" if auc else ""))
         lines.append(f"| {e['task']} | {e['seed']} | " + " | ".join(cells) + " |")
@@ -102,7 +108,7 @@ def markdown(results: dict) -> str:
     lines += ["", "Mean over the seeds:", "", "| task | seeds | " + " | ".join(RULES) + " |",
               "|---|---|" + "---|" * len(RULES)]
     for task, entries in sorted(means.items()):
-        row = [np.mean([np.mean([s["rules"][r]["macro_f1"] for s in e["splits"]]) for e in entries]) for r in RULES]
+        row = [np.mean([mean_f1(e["splits"], r) for e in entries]) for r in RULES]
         lines.append(f"| {task} | {', '.join(str(e['seed']) for e in sorted(entries, key=lambda e: e['seed']))} | "
                      + " | ".join(f"{v:.4f}" for v in row) + " |")
     return "\n".join(lines) + "\n"
@@ -120,16 +126,13 @@ def main(argv=None) -> int:
     config = B.load_config(args.config or Path(__file__).resolve().parent / "tasks.json", args.data)
     out = Path(args.out)
     path = out / "gene_svm_pool.json"
-    import json
-
     results = json.loads(path.read_text()) if path.exists() else {"entries": {}}
     for name in args.tasks.split(","):
         for seed in map(int, args.seeds.split(",")):
             splits = run_task(config.tasks[name], str(config.data_dir), seed)
             results["entries"][f"{name}|{seed}"] = {"task": name, "seed": seed, "splits": splits,
                                                     "finished": B._now(), "command": " ".join(sys.argv)}
-            print(name, seed, {r: round(float(np.mean([s["rules"][r]["macro_f1"] for s in splits])), 4)
-                               for r in RULES}, flush=True)
+            print(name, seed, {r: round(mean_f1(splits, r), 4) for r in RULES}, flush=True)
             out.mkdir(parents=True, exist_ok=True)
             B._write_json(path, results)
             B._write_text(out / "gene_svm_pool.md", markdown(results))
