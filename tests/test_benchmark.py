@@ -143,6 +143,15 @@ def test_quick_run_writes_the_report_and_the_svm_is_well_above_chance(tmp_path):
     for m in methods:
         assert f"| {m} | " in md
     assert "## Macro-F1 without rejection" in md
+    # the summary row ends with the target, and marks exactly those of ours below it
+    target = B.target_f1(task)
+    assert target == pytest.approx(max(task["methods"][m]["metrics"]["macro_f1"] for m in B.BASELINES)
+                                   - B.TARGET_MARGIN)
+    row = next(line for line in md.splitlines() if line.startswith("| xin_to_wang_all | ")).split(" | ")
+    assert row[-1] == f"{B._fmt(target)} |"
+    for m, cell in zip([m for m in B.METHOD_NAMES if m in methods], row[1:-1]):
+        short = m in B.OURS and task["methods"][m]["metrics"]["macro_f1"] < target
+        assert cell.endswith(" *") == short, (m, cell)
     assert (tmp_path / "accuracy.png").stat().st_size > 0
     assert (tmp_path / "confusion_xin_to_wang_all.png").exists() == ours
     if ours:
@@ -251,3 +260,14 @@ def test_trial_settings_reach_training_and_name_the_row(monkeypatch):
     assert "scale_genes=True" in est.implementation
     with pytest.raises(GsrclError, match="not the baseline"):
         B.make_method("svm", overrides={"C": 2})
+
+
+def test_report_marks_our_entries_below_the_best_baseline_less_the_margin(tmp_path):
+    ok = lambda f1: {"status": "ok", "metrics": {"macro_f1": f1}}
+    task = {"methods": {"afrcl": ok(0.940), "gsrcl": ok(0.946), "svm": ok(0.951), "celltypist": ok(0.90),
+                        "svm_rejection": {"status": "failed", "metrics": {}}}}
+    # the target comes from the baselines that ran, never from ours
+    assert B.target_f1(task) == pytest.approx(0.951 - B.TARGET_MARGIN)
+    assert B.target_f1({"methods": {"afrcl": ok(0.99)}}) is None
+    B._figure_bars({"tasks": {"t": task}}, tmp_path / "bars.png")
+    assert (tmp_path / "bars.png").stat().st_size > 0

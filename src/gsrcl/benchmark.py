@@ -66,6 +66,7 @@ GENE_SETS = ("shared", "reference")
 DEFAULT_P = 0.5
 SVM_REJECTION_THRESHOLD = 0.7
 DEFAULT_SEED = 1111
+TARGET_MARGIN = 0.005  # ours should reach the best baseline's macro-F1 minus this on every task
 LABEL = "benchmark_label"  # obs column holding the (mapped) truth in the loaded copies
 QUICK_MAX_CELLS = 300  # --quick: cells per side at most (stratified)
 # --quick: tiny networks and a few epochs for our methods (keys exist in both methods' presets)
@@ -852,6 +853,14 @@ def _write_json(path: Path, results: dict) -> None:
     _write_text(path, json.dumps(_jsonable(results), indent=1) + "\n")
 
 
+def target_f1(task: dict[str, Any]) -> float | None:
+    """The macro-F1 ours should reach on a task of the results: the best baseline's minus ``TARGET_MARGIN``
+    (None when no baseline ran)."""
+    scores = [e["metrics"]["macro_f1"] for m, e in task["methods"].items()
+              if m in BASELINES and e.get("status") == "ok" and e["metrics"].get("macro_f1") is not None]
+    return max(scores) - TARGET_MARGIN if scores else None
+
+
 def _fmt(x, digits: int = 3) -> str:
     return "–" if x is None or (isinstance(x, float) and not math.isfinite(x)) else f"{x:.{digits}f}"
 
@@ -899,13 +908,21 @@ def markdown(results: dict[str, Any]) -> str:
               + (" **Entries made with --quick (tiny models, at most "
                  f"{QUICK_MAX_CELLS} cells per side) are not a measurement.**" if quick else ""), ""]
     lines += ["## Macro-F1 over the reference's types present in the query", "",
-              "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
+              f"`target`: the best baseline's macro-F1 minus {TARGET_MARGIN}, what GsRCL and AF-RCL should reach; "
+              "an entry of ours below it is marked with *.", "",
+              "| task | " + " | ".join(methods) + " | target |", "|---" * (len(methods) + 2) + "|"]
     for name, t in tasks.items():
         cells = []
+        target = target_f1(t)
         for m in methods:
             e = t["methods"].get(m)
-            cells.append("" if e is None else _fmt(e["metrics"]["macro_f1"]) if e["status"] == "ok" else e["status"])
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+            if e is None or e["status"] != "ok":
+                cells.append("" if e is None else e["status"])
+                continue
+            f1 = e["metrics"]["macro_f1"]
+            short = m in OURS and target is not None and f1 is not None and f1 < target
+            cells.append(_fmt(f1) + (" *" if short else ""))
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {_fmt(target)} |")
     lines += ["", "## Macro-F1 without rejection", "",
               "Every cell labelled with its top-scoring type (no Unassigned), which is what svm and celltypist "
               "always do; ours and svm_rejection above reject at their default cut-offs (p = 0.5, 0.7). Blank: an "
@@ -1054,11 +1071,20 @@ def _figure_bars(results: dict, path: Path) -> None:
               else np.nan for v in vals]
         ax.bar(np.arange(len(tasks)) + (j - (len(methods) - 1) / 2) * width, ys, width, label=m,
                color=colours(METHOD_NAMES.index(m)))  # a method keeps its colour whichever ran
+    targets = [target_f1(results["tasks"][t]) for t in tasks]
+    label = f"target: best baseline - {TARGET_MARGIN}"
+    for i, target in enumerate(targets):
+        if target is not None:
+            ax.hlines(target, i - 0.45, i + 0.45, colors="black", linestyles="--", linewidth=1, label=label)
+            label = None  # one legend entry
     ax.set_xticks(np.arange(len(tasks)))
     ax.set_xticklabels(tasks, rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, 1.05)
+    # the axis starts just below the lowest bar: the differences that matter are a few hundredths
+    shown = [h.get_height() for h in ax.patches if np.isfinite(h.get_height())] + [t for t in targets if t]
+    low = min(shown, default=0.0)
+    ax.set_ylim(max(0.0, np.floor((low - 0.02) * 20) / 20), 1.005)
     ax.set_ylabel("macro-F1 over known types")
-    ax.legend(fontsize=8, ncol=min(5, max(1, len(methods))), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+    ax.legend(fontsize=8, ncol=min(6, max(1, len(methods) + 1)), loc="lower center", bbox_to_anchor=(0.5, 1.0),
               frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
