@@ -158,14 +158,14 @@ def test_quick_run_writes_the_report_and_the_svm_is_well_above_chance(tmp_path):
         assert "unseen_auroc_max_raw_score" in task["methods"]["gsrcl"]["metrics"]
         # which input each GsRCL type's SVM took is recorded and reported; AF-RCL has no such choice
         inputs = task["methods"]["gsrcl"]["svm_inputs"][0]
-        assert sorted(inputs) == ["alpha", "beta", "delta", "gamma"] and set(inputs.values()) <= {"encoder", "genes"}
+        # the default pools both SVMs for every type (gene_svm="pool")
+        assert inputs == {t: "encoder+genes" for t in ["alpha", "beta", "delta", "gamma"]}
         assert "svm_inputs" not in task["methods"]["afrcl"]
-        on_genes = ", ".join(t for t, v in inputs.items() if v == "genes") or "no type"
-        assert f"gsrcl's SVM on the genes (`gene_svm`) for: {on_genes} (the others" in md
-        task["methods"]["gsrcl"]["svm_inputs"] = [{t: "encoder+genes" for t in inputs}]  # as gene_svm="pool"
-        pooled = B.markdown(results)
-        assert "gsrcl's every type pools an SVM on its encoder's output and one on the genes" in pooled
-        assert "gsrcl's SVM on the genes (`gene_svm`) for:" not in pooled
+        assert "gsrcl's every type pools an SVM on its encoder's output and one on the genes" in md
+        assert "gsrcl's SVM on the genes (`gene_svm`) for:" not in md
+        chosen = {"alpha": "genes", "beta": "encoder", "delta": "genes", "gamma": "encoder"}  # as gene_svm=True
+        task["methods"]["gsrcl"]["svm_inputs"] = [chosen]
+        assert "gsrcl's SVM on the genes (`gene_svm`) for: alpha, delta (the others" in B.markdown(results)
         for m in ("gsrcl", "afrcl"):  # novelty / conf ranks the unseen cells first better than conf alone
             got = task["methods"][m]["metrics"]  # (measured 0.991 / 0.999 against 0.919 / 0.993 here)
             assert got["unseen_auroc_unseen_score"] > max(0.95, got["unseen_auroc"])

@@ -223,3 +223,27 @@ def test_tie_rule_skips_failed_settings():
                           {"C": 10, "gamma": 2}, {"C": 10000, "gamma": 3}]}
     assert _best_params(results, "first") == {"C": 0.1, "gamma": 1}
     assert _best_params(results, "largest_c") == {"C": 10, "gamma": 2}
+
+
+def test_grid_on_squared_distances_scores_every_setting_as_libsvm_does():
+    """fit_svc(distances=True) replaces GridSearchCV's RBF fits by fits on kernels sliced from one matrix of
+    squared distances: the same folds, settings and gamma='scale' must give the same CV scores."""
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+
+    from gsrcl.svm import _grid_on_distances
+
+    a = ad.read_h5ad(dataset("mouse_immune_actinn_1k.h5ad"))[:240]
+    X = np.log1p(a.X.toarray()).astype(np.float64)
+    X = X[:, np.argsort(X.std(axis=0))[-3000:]]  # thousands of genes, as GsRCL's gene SVMs see them
+    y = (a.obs["cell_type"].astype(str).to_numpy() == "T cell").astype(np.int64)
+    folds = StratifiedKFold(3, shuffle=True, random_state=5)
+    ours = _grid_on_distances(X, y, PAPER_GRID, folds, "mcc", seed=5)
+    search = GridSearchCV(SVC(kernel="rbf", random_state=5), PAPER_GRID, scoring="matthews_corrcoef", cv=folds,
+                          refit=False).fit(X, y)
+    assert [dict(p) for p in ours["params"]] == [dict(p) for p in search.cv_results_["params"]]
+    np.testing.assert_allclose(ours["mean_test_score"], search.cv_results_["mean_test_score"], atol=1e-9)
+    assert len(set(np.round(ours["mean_test_score"], 6))) > 2  # the settings differ: a real comparison
+    for ties in ("first", "largest_c"):
+        fast = fit_svc(X, y, cv=3, seed=5, ties=ties, distances=True, probability=False)
+        slow = fit_svc(X, y, cv=3, seed=5, ties=ties, probability=False)
+        assert fast.best_params_ == slow.best_params_ and fast.cv_score_ == pytest.approx(slow.cv_score_)

@@ -439,12 +439,13 @@ GRID_JOBS_MIN_CELLS = 1000  # below this, starting worker processes costs more t
 
 
 def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells: int | None = None,
-                  ties: str = "first"):
+                  ties: str = "first", distances: bool = False):
     """The final RBF SVC with Platt probabilities: C and gamma by stratified CV over the paper grid (MCC),
     ties between settings broken by ``ties`` (``gsrcl.svm.fit_svc``).
 
     With ``grid_cells``, the grid search runs on a stratified subset of that many cells (its cost grows with
-    the square of the cells: 80 fits) and the chosen setting is then fitted on all cells."""
+    the square of the cells: 80 fits) and the chosen setting is then fitted on all cells. ``distances``: the
+    grid runs on one matrix of squared distances (``gsrcl.svm.fit_svc``), for inputs of many features."""
     from ..svm import PAPER_GRID, fit_svc
 
     smallest = int(np.unique(y, return_counts=True)[1].min())
@@ -453,9 +454,10 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
     # the grid's 80 fits are independent: one per torch thread (the encoder is idle meanwhile); same result
     jobs = max(1, torch.get_num_threads()) if (len(y) if sub is None else len(sub)) >= GRID_JOBS_MIN_CELLS else 1
     if sub is None:
-        return fit_svc(emb, y, grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=jobs, ties=ties)
+        return fit_svc(emb, y, grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=jobs, ties=ties,
+                       distances=distances)
     chosen = fit_svc(emb[sub], y[sub], grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=jobs,
-                     probability=False, ties=ties)
+                     probability=False, ties=ties, distances=distances)
     best = dict(chosen.best_params_)
     final = fit_svc(emb, y, grid={k: [v] for k, v in best.items()}, cv=2, scoring="mcc", seed=seed, n_jobs=1)
     final.best_params_, final.cv_score_ = best, chosen.cv_score_
