@@ -1,6 +1,6 @@
 """GsRCL's per-type classifiers compared on the same trained encoders: each type's SVM on its encoder checkpoint
-only, on the genes only, the default's choice between them (the gene SVM where its validation MCC is higher,
-``gene_svm=True``), and the mean of the two SVMs' probabilities (``gene_svm="pool"``).
+only, on the genes only, the choice between them (the gene SVM where its validation MCC is higher,
+``gene_svm=True``), and the mean of the two SVMs' probabilities (``gene_svm="pool"``, the default).
 
 One GsRCL model per task and seed is trained with ``gene_svm="pool"`` (which fits both SVMs for every type and
 records both validation scores); the other rules are that model with some of its SVMs left out, so the comparison
@@ -87,11 +87,12 @@ def mean_f1(splits: list[dict], rule: str) -> float:
 
 
 def markdown(results: dict) -> str:
-    lines = ["# GsRCL's per-type SVMs: encoder, genes, the default's choice, or both pooled", "",
+    lines = ["# GsRCL's per-type SVMs: encoder, genes, the choice between them, or both pooled", "",
              "Paired: one model per task and seed (`gene_svm=\"pool\"`), the other rules are the same model with "
              "some SVMs left out (`benchmarks/gene_svm_pool.py`). `chosen`: the gene SVM where its validation MCC "
-             "is higher than the checkpoint's (the default, `gene_svm=True`); `pool`: the mean of both SVMs' "
-             "probabilities. Macro-F1 over the known types (mean over the folds of a cross-validation task); in "
+             "is higher than the checkpoint's (`gene_svm=True`, the default before 2026-12-06); `pool`: the mean of "
+             "both SVMs' probabilities (`gene_svm=\"pool\"`, the default). Macro-F1 over the known types (mean "
+             "over the folds of a cross-validation task); in "
              "brackets the unseen-type AUROC of conf_score.", ""]
     lines += [f"- {note}" for note in results.get("notes", [])] + ([""] if results.get("notes") else [])
     lines += ["| task | seed | " + " | ".join(RULES) + " |", "|---|---|" + "---|" * len(RULES)]
