@@ -271,3 +271,18 @@ def test_report_marks_our_entries_below_the_best_baseline_less_the_margin(tmp_pa
     assert B.target_f1({"methods": {"afrcl": ok(0.99)}}) is None
     B._figure_bars({"tasks": {"t": task}}, tmp_path / "bars.png")
     assert (tmp_path / "bars.png").stat().st_size > 0
+
+
+def test_report_gives_unseen_aurocs_to_four_decimals():
+    # AUROCs near 1 differ in the fourth decimal (0.9995 against 0.9992 reads 1.000 against 0.999 otherwise)
+    def entry(**aurocs):
+        return {"status": "ok", "n_ref": [10], "n_query": [8], "reference_types": ["a", "b"], "fit_seconds": [1.0],
+                "predict_seconds": [0.1], "metrics": {"macro_f1": 1.0, "accuracy": 1.0, "median_f1": 1.0,
+                                                      "pct_unassigned": 0.0, "unseen_unassigned": 0.25, **aurocs}}
+    task = {"task": {"kind": "cross", "unseen": ["c"]},
+            "methods": {"gsrcl": entry(unseen_auroc=0.99533, unseen_auroc_unseen_score=0.99954),
+                        "svm_rejection": entry(unseen_auroc=0.99919)}}
+    text = B.markdown({"tasks": {"t": task}})
+    summary = text.split("## Unseen-type AUROC")[1].split("## Per task")[0]
+    assert "| t | 0.9953 (unseen_score 0.9995) | 0.9992 |" in summary
+    assert "0.9953 (unseen_score 0.9995) | 25.0%" in text.split("## Per task")[1]

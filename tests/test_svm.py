@@ -247,3 +247,22 @@ def test_grid_on_squared_distances_scores_every_setting_as_libsvm_does():
         fast = fit_svc(X, y, cv=3, seed=5, ties=ties, distances=True, probability=False)
         slow = fit_svc(X, y, cv=3, seed=5, ties=ties, probability=False)
         assert fast.best_params_ == slow.best_params_ and fast.cv_score_ == pytest.approx(slow.cv_score_)
+
+
+def test_final_fit_on_squared_distances_is_libsvms_rbf_model():
+    """With distances=True the final SVC (Platt probabilities: 6 libsvm fits) is fitted on the kernel matrix
+    made from the same squared distances: the model must be the RBF SVC libsvm fits on the cells themselves."""
+    a = ad.read_h5ad(dataset("mouse_immune_actinn_1k.h5ad"))[:400]
+    cells = np.log1p(a.X.toarray()).astype(np.float64)
+    cells = cells[:, np.argsort(cells.std(axis=0))[-2000:]]
+    X, query = cells[:200], cells[200:]
+    y = (a.obs["cell_type"].astype(str).to_numpy()[:200] == "B cell").astype(np.int64)
+    grid = {"C": [1.0], "gamma": ["scale"]}  # one setting: the comparison is of the final fit alone
+    fast = fit_svc(X, y, grid=grid, cv=3, seed=3, distances=True)
+    slow = fit_svc(X, y, grid=grid, cv=3, seed=3)
+    assert fast.gamma == pytest.approx(slow.gamma, rel=1e-9)
+    np.testing.assert_array_equal(fast.n_support_, slow.n_support_)
+    np.testing.assert_allclose(fast.support_vectors_, slow.support_vectors_)
+    p_fast, p_slow = fast.predict_proba(query), slow.predict_proba(query)
+    assert 0.05 < p_slow[:, 1].mean() < 0.95  # both classes among the query cells: a real comparison
+    np.testing.assert_allclose(p_fast, p_slow, atol=1e-6)

@@ -886,10 +886,11 @@ def _side_text(side: dict | None) -> str:
     return f"`{side['file']}`" + (f" ({filt})" if filt else "")
 
 
-def _extra_aurocs(metrics: dict) -> str:
+def _extra_aurocs(metrics: dict, digits: int = 3) -> str:
     """'name AUROC' for each further confidence score of an entry (GsRCL's max_raw_score, our novelty_score and unseen_score)."""
     prefix = "unseen_auroc_"
-    return ", ".join(f"{k[len(prefix):]} {_fmt(v)}" for k, v in metrics.items() if k.startswith(prefix) and v is not None)
+    return ", ".join(f"{k[len(prefix):]} {_fmt(v, digits)}" for k, v in metrics.items()
+                     if k.startswith(prefix) and v is not None)
 
 
 def markdown(results: dict[str, Any]) -> str:
@@ -940,15 +941,16 @@ def markdown(results: dict[str, Any]) -> str:
         lines += ["", "## Unseen-type AUROC", "",
                   "AUROC of each method's confidence for telling the query's cells of known types from those of "
                   "types the reference lacks; in brackets further scores of ours (`novelty_score`: how unlike "
-                  "every reference type a cell is, `gsrcl.novelty`; `unseen_score`: novelty_score / conf_score).", "",
+                  "every reference type a cell is, `gsrcl.novelty`; `unseen_score`: novelty_score / conf_score); "
+                  "four decimals, as several lie within 0.001 of each other.", "",
                   "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
         for name, t in unseen_tasks:
             cells = []
             for m in methods:
                 e = t["methods"].get(m)
                 ok = e is not None and e["status"] == "ok"
-                extra = _extra_aurocs(e["metrics"]) if ok else ""
-                cells.append(_fmt(e["metrics"].get("unseen_auroc")) + (f" ({extra})" if extra else "") if ok else "")
+                extra = _extra_aurocs(e["metrics"], 4) if ok else ""
+                cells.append(_fmt(e["metrics"].get("unseen_auroc"), 4) + (f" ({extra})" if extra else "") if ok else "")
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines += ["", "## Per task", "",
               "Columns: macro-F1 and accuracy over the known cells (Unassigned counts as wrong); median F1 / % "
@@ -998,8 +1000,8 @@ def markdown(results: dict[str, Any]) -> str:
             row = [m, _fmt(r["macro_f1"]), _fmt(r["accuracy"]),
                    f"{_fmt(r['median_f1'])} / {_fmt(r['pct_unassigned'], 1)}%"]
             if unseen:
-                auc = _fmt(r.get("unseen_auroc"))
-                extra = _extra_aurocs(r)
+                auc = _fmt(r.get("unseen_auroc"), 4)
+                extra = _extra_aurocs(r, 4)
                 if extra:
                     auc += f" ({extra})"
                 row += [auc, "never rejects" if m == "celltypist" else

@@ -320,12 +320,12 @@ def _score(scoring: str, y_true, y_pred) -> float:
     raise ValueError(f"scoring must be one of {SCORERS}, got {scoring!r}")
 
 
-def _svc(seed: int, probability: bool, **params):
+def _svc(seed: int, probability: bool, kernel: str = "rbf", **params):
     from sklearn.svm import SVC
 
     with warnings.catch_warnings():  # scikit-learn >= 1.9 deprecates probability=True (removed in 1.11)
         warnings.simplefilter("ignore", FutureWarning)
-        return SVC(kernel="rbf", probability=probability, random_state=seed, **params)
+        return SVC(kernel=kernel, probability=probability, random_state=seed, **params)
 
 
 def _fit_quietly(est, X, y):
@@ -350,16 +350,23 @@ def _check_xy(X, y):
 TIE_RULES = ("first", "largest_c")
 
 
-def _grid_on_distances(X: np.ndarray, y, grid: Mapping[str, list], folds, scoring: str, seed: int) -> dict:
+def _squared_distances(X: np.ndarray) -> np.ndarray:
+    sq = np.einsum("ij,ij->i", X, X)
+    return np.maximum(sq[:, None] + sq[None, :] - 2.0 * (X @ X.T), 0.0)
+
+
+def _grid_on_distances(X: np.ndarray, y, grid: Mapping[str, list], folds, scoring: str, seed: int,
+                       D2: np.ndarray | None = None) -> dict:
     """GridSearchCV's ``cv_results_`` (``params``, ``mean_test_score``) for an RBF SVC, from one matrix of squared
-    distances: every setting's kernel is ``exp(-gamma * D2)``, sliced per fold, so the 80 fits of the paper grid
-    cost O(n^2) each instead of O(n^2 d). Same folds, settings order and gamma='scale' (per training fold, as
-    scikit-learn: 1 / (d * variance of its values)) as the search it replaces."""
+    distances ``D2`` (computed when not given): every setting's kernel is ``exp(-gamma * D2)``, sliced per fold,
+    so the 80 fits of the paper grid cost O(n^2) each instead of O(n^2 d). Same folds, settings order and
+    gamma='scale' (per training fold, as scikit-learn: 1 / (d * variance of its values)) as the search it
+    replaces."""
     from sklearn.model_selection import ParameterGrid
     from sklearn.svm import SVC
 
+    D2 = _squared_distances(X) if D2 is None else D2
     sq = np.einsum("ij,ij->i", X, X)
-    D2 = np.maximum(sq[:, None] + sq[None, :] - 2.0 * (X @ X.T), 0.0)
     row_sums, d = X.sum(axis=1), X.shape[1]
     params = list(ParameterGrid({k: list(v) for k, v in grid.items()}))
     scores = np.zeros((len(params), folds.get_n_splits()))
@@ -374,6 +381,18 @@ def _grid_on_distances(X: np.ndarray, y, grid: Mapping[str, list], folds, scorin
                 svc = SVC(kernel="precomputed", C=params[i]["C"], random_state=seed).fit(K[: len(train)], y[train])
                 scores[i, f] = _score(scoring, y[test], svc.predict(K[len(train):]))
     return {"params": params, "mean_test_score": scores.mean(axis=1)}
+
+
+def _fit_on_distances(X: np.ndarray, y, D2: np.ndarray, params: dict, seed: int, probability: bool) -> PortableSVC:
+    """The RBF SVC of ``params`` on all of X, fitted by libsvm on the kernel ``exp(-gamma * D2)``: with Platt
+    probabilities libsvm fits 6 times (5 internal folds, then all cells), each computing kernel values afresh
+    at O(d). The same model (up to float rounding) as ``SVC(kernel='rbf')``, kept on X's support vectors."""
+    gamma = params["gamma"]
+    if gamma == "scale":  # as scikit-learn resolves it on X
+        gamma = 1.0 / (X.shape[1] * X.var())
+    svc = _fit_quietly(_svc(seed, probability, kernel="precomputed", C=params["C"]), np.exp(-float(gamma) * D2), y)
+    return PortableSVC(svc.classes_, X[svc.support_], svc.n_support_, svc._dual_coef_, svc._intercept_,
+                       float(gamma), getattr(svc, "_probA", None), getattr(svc, "_probB", None))
 
 
 def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring: str = "mcc", seed: int = 0,
@@ -391,9 +410,10 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
     `cv` is lowered to the size of the smallest class when that is smaller (at least 2); with a class of a
     single cell there is no CV and the SVC uses C=1, gamma='scale'.
 
-    `distances`: run the grid on one matrix of squared distances between the cells (`_grid_on_distances`),
-    for a dense X of many features (GsRCL's SVMs on the genes): libsvm computes each kernel value afresh in
-    every fit, at O(d) each, which made 5 SVMs on 800 cells x 19,371 genes take over 20 minutes."""
+    `distances`: run the grid and the final fit on one matrix of squared distances between the cells
+    (`_grid_on_distances`, `_fit_on_distances`), for a dense X of many features (GsRCL's SVMs on the genes):
+    libsvm computes each kernel value afresh in every fit, at O(d) each, which made 5 SVMs on 800 cells x
+    19,371 genes take over 20 minutes."""
     from joblib import parallel_config
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
@@ -401,6 +421,7 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
     if ties not in TIE_RULES:
         raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
     X, y, counts = _check_xy(X, y)
+    D2 = _squared_distances(X) if distances and not sp.issparse(X) and X.shape[0] <= DISTANCE_CELLS_MAX else None
     folds = min(int(cv), int(counts.min()))
     if folds < 2:
         log.warning("a cell type has a single cell: no cross-validation, the SVM uses C=1, gamma='scale'")
@@ -409,8 +430,8 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
         if folds < cv:
             log.info("smallest cell type has %d cells: %d-fold instead of %d-fold CV", counts.min(), folds, cv)
         splits = StratifiedKFold(folds, shuffle=True, random_state=seed)
-        if distances and not sp.issparse(X) and X.shape[0] <= DISTANCE_CELLS_MAX:
-            results = _grid_on_distances(X, y, grid, splits, scoring, seed)
+        if D2 is not None:
+            results = _grid_on_distances(X, y, grid, splits, scoring, seed, D2)
         else:
             search = GridSearchCV(_svc(seed, False), {k: list(v) for k, v in grid.items()}, scoring=scorer,
                                   cv=splits, n_jobs=n_jobs, refit=False, error_score=np.nan)
@@ -422,8 +443,10 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
         best = _best_params(results, ties)
         cv_score = float(np.nanmax(results["mean_test_score"]))
         log.debug("SVC grid: best %s, CV %s %.4f", best, scoring, cv_score)
-    svc = _fit_quietly(_svc(seed, probability, **best), X, y)
-    model = PortableSVC.from_sklearn(svc)
+    if D2 is not None:
+        model = _fit_on_distances(X, y, D2, best, seed, probability)
+    else:
+        model = PortableSVC.from_sklearn(_fit_quietly(_svc(seed, probability, **best), X, y))
     model.best_params_ = {k: (v if isinstance(v, str) else float(v)) for k, v in best.items()}
     model.cv_score_ = cv_score
     return model

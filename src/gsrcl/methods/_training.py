@@ -445,7 +445,8 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
 
     With ``grid_cells``, the grid search runs on a stratified subset of that many cells (its cost grows with
     the square of the cells: 80 fits) and the chosen setting is then fitted on all cells. ``distances``: the
-    grid runs on one matrix of squared distances (``gsrcl.svm.fit_svc``), for inputs of many features."""
+    grid and the final fit run on one matrix of squared distances (``gsrcl.svm.fit_svc``), for inputs of many
+    features."""
     from ..svm import PAPER_GRID, fit_svc
 
     smallest = int(np.unique(y, return_counts=True)[1].min())
@@ -459,7 +460,8 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
     chosen = fit_svc(emb[sub], y[sub], grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=jobs,
                      probability=False, ties=ties, distances=distances)
     best = dict(chosen.best_params_)
-    final = fit_svc(emb, y, grid={k: [v] for k, v in best.items()}, cv=2, scoring="mcc", seed=seed, n_jobs=1)
+    final = fit_svc(emb, y, grid={k: [v] for k, v in best.items()}, cv=2, scoring="mcc", seed=seed, n_jobs=1,
+                    distances=distances)
     final.best_params_, final.cv_score_ = best, chosen.cv_score_
     return final
 

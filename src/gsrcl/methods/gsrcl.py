@@ -102,10 +102,11 @@ validation cells per fold, 1 thread on a shared 2-core machine):
   choice 0.9422, the best baseline 0.9505); Kang -> pbmc3k 0.9824 / 0.9897 / 0.9897 / 0.9896; Kang donors
   0.9879 / 0.9947 / 0.9947 / 0.9920 (seeds 1111, 1112, 1114 and Kang donors are scratch replays of the same
   computation from 2026-12-04, before the script). It fits a gene SVM for every type (8 on PBMC) where the choice
-  fits one only for the types it moves. Their C/gamma grid runs on one matrix of squared distances between the
-  cells (``gsrcl.svm.fit_svc(distances=True)``, the same CV scores, tested) instead of libsvm's kernel evaluations
-  afresh in each of the 80 fits, which cost O(genes) each: a mouse immune CV fold (800 cells x 19,371 genes) spent
-  over 20 minutes in its five gene SVMs before (``benchmarks/gene_svm_grid.py`` times both in one run);
+  fits one only for the types it moves. Their C/gamma grid and their final fit (Platt probabilities: 6 libsvm fits)
+  run on one matrix of squared distances between the cells (``gsrcl.svm.fit_svc(distances=True)``: the same CV
+  scores and the same model, tested) instead of libsvm's kernel evaluations afresh in each of the 86 fits, which
+  cost O(genes) each: on 800 mouse immune cells x 19,371 genes, 0.7-1.2 s per type against 241-423 s
+  (``benchmarks/gene_svm_grid.py``, both in one run, ``benchmarks/results/gene_svm_grid.json``);
 Result: 5-fold macro-F1 0.9903 (linear SVM on log1p counts 0.9909, ratio 0.999; per fold 1.000, 0.991,
 0.976, 0.992, 0.992; 0.9886 on log1p counts: 1.000, 1.000, 0.967, 0.984, 0.992), 4-10 min per fold with one
 thread beside other jobs (4-7 min of CPU); before that 6-20 min per fold with one thread on the busy machine (4-8.5 min of CPU), peak
