@@ -230,14 +230,14 @@ def test_grid_on_squared_distances_scores_every_setting_as_libsvm_does():
     squared distances: the same folds, settings and gamma='scale' must give the same CV scores."""
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
-    from gsrcl.svm import _grid_on_distances
+    from gsrcl.svm import _grid_on_distances, squared_distances
 
     a = ad.read_h5ad(dataset("mouse_immune_actinn_1k.h5ad"))[:240]
     X = np.log1p(a.X.toarray()).astype(np.float64)
     X = X[:, np.argsort(X.std(axis=0))[-3000:]]  # thousands of genes, as GsRCL's gene SVMs see them
     y = (a.obs["cell_type"].astype(str).to_numpy() == "T cell").astype(np.int64)
     folds = StratifiedKFold(3, shuffle=True, random_state=5)
-    ours = _grid_on_distances(X, y, PAPER_GRID, folds, "mcc", seed=5)
+    ours = _grid_on_distances(X, y, PAPER_GRID, folds, "mcc", seed=5, D2=squared_distances(X))
     search = GridSearchCV(SVC(kernel="rbf", random_state=5), PAPER_GRID, scoring="matthews_corrcoef", cv=folds,
                           refit=False).fit(X, y)
     assert [dict(p) for p in ours["params"]] == [dict(p) for p in search.cv_results_["params"]]
@@ -266,3 +266,10 @@ def test_final_fit_on_squared_distances_is_libsvms_rbf_model():
     p_fast, p_slow = fast.predict_proba(query), slow.predict_proba(query)
     assert 0.05 < p_slow[:, 1].mean() < 0.95  # both classes among the query cells: a real comparison
     np.testing.assert_allclose(p_fast, p_slow, atol=1e-6)
+    # the matrix computed once by a caller that fits several SVMs on the same cells gives the same model
+    from gsrcl.svm import squared_distances
+
+    given = fit_svc(X, y, grid=grid, cv=3, seed=3, distances=squared_distances(X))
+    np.testing.assert_array_equal(given.predict_proba(query), p_fast)
+    with pytest.raises(ValueError, match="distances has shape"):
+        fit_svc(X, y, grid=grid, cv=3, seed=3, distances=squared_distances(X[:10]))

@@ -350,22 +350,22 @@ def _check_xy(X, y):
 TIE_RULES = ("first", "largest_c")
 
 
-def _squared_distances(X: np.ndarray) -> np.ndarray:
+def squared_distances(X: np.ndarray) -> np.ndarray:
+    """The n x n squared Euclidean distances between the rows of a dense X (``fit_svc``'s ``distances``)."""
     sq = np.einsum("ij,ij->i", X, X)
     return np.maximum(sq[:, None] + sq[None, :] - 2.0 * (X @ X.T), 0.0)
 
 
 def _grid_on_distances(X: np.ndarray, y, grid: Mapping[str, list], folds, scoring: str, seed: int,
-                       D2: np.ndarray | None = None) -> dict:
-    """GridSearchCV's ``cv_results_`` (``params``, ``mean_test_score``) for an RBF SVC, from one matrix of squared
-    distances ``D2`` (computed when not given): every setting's kernel is ``exp(-gamma * D2)``, sliced per fold,
+                       D2: np.ndarray) -> dict:
+    """GridSearchCV's ``cv_results_`` (``params``, ``mean_test_score``) for an RBF SVC, from the matrix of squared
+    distances ``D2`` between X's rows: every setting's kernel is ``exp(-gamma * D2)``, sliced per fold,
     so the 80 fits of the paper grid cost O(n^2) each instead of O(n^2 d). Same folds, settings order and
     gamma='scale' (per training fold, as scikit-learn: 1 / (d * variance of its values)) as the search it
     replaces."""
     from sklearn.model_selection import ParameterGrid
     from sklearn.svm import SVC
 
-    D2 = _squared_distances(X) if D2 is None else D2
     sq = np.einsum("ij,ij->i", X, X)
     row_sums, d = X.sum(axis=1), X.shape[1]
     params = list(ParameterGrid({k: list(v) for k, v in grid.items()}))
@@ -397,7 +397,7 @@ def _fit_on_distances(X: np.ndarray, y, D2: np.ndarray, params: dict, seed: int,
 
 def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring: str = "mcc", seed: int = 0,
             n_jobs: int = 1, probability: bool = True, ties: str = "first",
-            distances: bool = False) -> PortableSVC:
+            distances: bool | np.ndarray = False) -> PortableSVC:
     """Grid-search an RBF SVC (stratified, shuffled `cv`-fold CV scored by `scoring`), refit the best setting on
     all of X with Platt probabilities, return it as a `PortableSVC` with `best_params_` and `cv_score_`.
 
@@ -413,7 +413,9 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
     `distances`: run the grid and the final fit on one matrix of squared distances between the cells
     (`_grid_on_distances`, `_fit_on_distances`), for a dense X of many features (GsRCL's SVMs on the genes):
     libsvm computes each kernel value afresh in every fit, at O(d) each, which made 5 SVMs on 800 cells x
-    19,371 genes take over 20 minutes."""
+    19,371 genes take over 20 minutes. True computes that matrix (for a dense X of at most
+    ``DISTANCE_CELLS_MAX`` rows; libsvm's own path otherwise); an array is that matrix for X's rows, computed once
+    by a caller that fits several SVMs on the same cells (``squared_distances``)."""
     from joblib import parallel_config
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
@@ -421,7 +423,14 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
     if ties not in TIE_RULES:
         raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
     X, y, counts = _check_xy(X, y)
-    D2 = _squared_distances(X) if distances and not sp.issparse(X) and X.shape[0] <= DISTANCE_CELLS_MAX else None
+    if isinstance(distances, np.ndarray):
+        if distances.shape != (X.shape[0], X.shape[0]):
+            raise ValueError(f"distances has shape {distances.shape}, expected ({X.shape[0]}, {X.shape[0]})")
+        D2 = distances
+    elif distances and not sp.issparse(X) and X.shape[0] <= DISTANCE_CELLS_MAX:
+        D2 = squared_distances(X)
+    else:
+        D2 = None
     folds = min(int(cv), int(counts.min()))
     if folds < 2:
         log.warning("a cell type has a single cell: no cross-validation, the SVM uses C=1, gamma='scale'")

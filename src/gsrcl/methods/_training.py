@@ -439,14 +439,14 @@ GRID_JOBS_MIN_CELLS = 1000  # below this, starting worker processes costs more t
 
 
 def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells: int | None = None,
-                  ties: str = "first", distances: bool = False):
+                  ties: str = "first", distances: bool | np.ndarray = False):
     """The final RBF SVC with Platt probabilities: C and gamma by stratified CV over the paper grid (MCC),
     ties between settings broken by ``ties`` (``gsrcl.svm.fit_svc``).
 
     With ``grid_cells``, the grid search runs on a stratified subset of that many cells (its cost grows with
     the square of the cells: 80 fits) and the chosen setting is then fitted on all cells. ``distances``: the
     grid and the final fit run on one matrix of squared distances (``gsrcl.svm.fit_svc``), for inputs of many
-    features."""
+    features; an array is that matrix for ``emb``'s rows, sliced for the grid's subset."""
     from ..svm import PAPER_GRID, fit_svc
 
     smallest = int(np.unique(y, return_counts=True)[1].min())
@@ -458,7 +458,8 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
         return fit_svc(emb, y, grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=jobs, ties=ties,
                        distances=distances)
     chosen = fit_svc(emb[sub], y[sub], grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=jobs,
-                     probability=False, ties=ties, distances=distances)
+                     probability=False, ties=ties,
+                     distances=distances[np.ix_(sub, sub)] if isinstance(distances, np.ndarray) else distances)
     best = dict(chosen.best_params_)
     final = fit_svc(emb, y, grid={k: [v] for k, v in best.items()}, cv=2, scoring="mcc", seed=seed, n_jobs=1,
                     distances=distances)

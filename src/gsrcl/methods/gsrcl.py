@@ -137,6 +137,7 @@ import numpy as np
 import torch
 
 from ..nn import Encoder, ProjectionHead, nt_xent
+from ..svm import DISTANCE_CELLS_MAX, squared_distances
 from ._training import (
     BLOCK,
     GENE_SCALE_KEY,
@@ -383,11 +384,13 @@ class GsRCL(EstimatorBase):
         with torch_session(self.seed, p["threads"], device):
             if on_genes or pooled:
                 genes = X_svm.toarray()
+                # one matrix of squared distances for every type's gene SVM (it does not depend on the labels)
+                distances = squared_distances(genes) if len(genes) <= DISTANCE_CELLS_MAX else True
                 for k in sorted(on_genes):
-                    self.svcs_[k] = fit_task(k, genes, distances=True)
+                    self.svcs_[k] = fit_task(k, genes, distances)
                 for k in sorted(pooled):
-                    self.gene_svcs_[k] = fit_task(k, genes, distances=True)
-                del genes
+                    self.gene_svcs_[k] = fit_task(k, genes, distances)
+                del genes, distances
             for key in keys:
                 enc = self._new_encoder(X.shape[1], batch_norm, device)
                 enc.load_state_dict(store.get(key))
