@@ -131,6 +131,8 @@ def test_quick_run_writes_the_report_and_the_svm_is_well_above_chance(tmp_path):
                 "unseen_unassigned"} <= set(e["metrics"])
         assert e["fit_seconds"][0] > 0 and e["memory_mib"]["fit_peak"] > 0
         assert sum(map(sum, e["confusion"]["counts"])) == task["n_query"]
+        if m in B.BASELINES:  # their confidence over the query neighbourhoods our unseen_score reads, scored too
+            assert 0.5 < e["metrics"]["unseen_auroc_conf_neighbourhood"] <= 1
     # 4 known types: chance macro-F1 is about 0.25
     assert task["methods"]["svm"]["metrics"]["macro_f1"] > 0.8
     # without rejection: the svm never rejects, svm_rejection's top types include the cells it left Unassigned
@@ -169,6 +171,7 @@ def test_quick_run_writes_the_report_and_the_svm_is_well_above_chance(tmp_path):
         for m in ("gsrcl", "afrcl"):  # novelty / conf ranks the unseen cells first better than conf alone
             got = task["methods"][m]["metrics"]  # (measured 0.991 / 0.999 against 0.919 / 0.993 here)
             assert got["unseen_auroc_unseen_score"] > max(0.95, got["unseen_auroc"])
+            assert got["unseen_auroc_unseen_score_cell"] > 0.9
 
 
 def test_a_method_in_its_own_process_gives_the_same_predictions(tmp_path):
@@ -286,3 +289,19 @@ def test_report_gives_unseen_aurocs_to_four_decimals():
     summary = text.split("## Unseen-type AUROC")[1].split("## Per task")[0]
     assert "| t | 0.9953 (unseen_score 0.9995) | 0.9992 |" in summary
     assert "0.9953 (unseen_score 0.9995) | 25.0%" in text.split("## Per task")[1]
+
+
+def test_baselines_confidence_is_averaged_over_the_query_neighbourhoods_of_our_unseen_score():
+    dataset("pancreas_xin_scclassify_subset.h5ad")
+    dataset("pancreas_wang_scclassify_subset.h5ad")
+    config = B.load_config(CONFIG)
+    task = config.tasks["xin_to_wang_all"]
+    split = B.run_job(task, str(config.data_dir), "svm")["splits"][0]
+    ref, query = B.task_splits(task, config.data_dir)[0]
+    graph = B.query_neighbourhoods(query, list(ref.var_names))
+    conf = np.asarray(split["confidence"])
+    got = np.asarray(split["scores"]["conf_neighbourhood"])
+    assert np.allclose(got, graph.smooth(conf)) and not np.allclose(got, conf)
+    # tasks without unseen types get no such score
+    same = B.run_job(config.tasks["xin_to_wang_shared"], str(config.data_dir), "svm")["splits"][0]
+    assert "conf_neighbourhood" not in same["scores"]

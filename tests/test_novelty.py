@@ -160,7 +160,19 @@ def test_novelty_travels_with_the_reference_into_prediction(saved):
     assert loaded.manifest["novelty"]["calibration"] == "held-out, 5-fold"
     assert np.median(out.obs["novelty_score"]) > 1.0  # the reference cells themselves, in-sample: they run high
     assert "novelty_score" in out.uns["gsrcl"]["columns"] and "unseen_score" in out.uns["gsrcl"]["columns"]
-    assert np.allclose(out.obs["unseen_score"], out.obs["novelty_score"] / out.obs["conf_score"], rtol=1e-6)
+    cell = out.obs["novelty_score"].to_numpy(float) / out.obs["conf_score"].to_numpy(float)
+    assert np.allclose(out.obs["unseen_score_cell"], cell, rtol=1e-6)
+    # unseen_score: the mean of the per-cell score over each cell's 15 nearest query cells (itself included)
+    record = out.uns["gsrcl"]["neighbours"]
+    assert record["applied"] and record["n_neighbors"] == 15 and out.uns["gsrcl"]["params"]["neighbours"] == 15
+    assert not np.allclose(out.obs["unseen_score"], cell, rtol=1e-3)
+    alone = annotate(adata, loaded, quiet=True, neighbours=0)
+    assert np.allclose(alone.obs["unseen_score"], cell, rtol=1e-6) and "unseen_score_cell" not in alone.obs
+    assert not alone.uns["gsrcl"]["neighbours"]["applied"]
+    few = annotate(adata[:50], loaded, quiet=True)  # fewer than 4 x 15 cells: per cell, and said so
+    assert np.allclose(few.obs["unseen_score"], cell[:50], rtol=1e-5) and "too few" in few.uns["gsrcl"]["neighbours"]["note"]
+    with pytest.raises(ValueError, match="at least 2"):
+        annotate(adata, loaded, quiet=True, neighbours=1)
     # the cut-off: cells above the 99th percentile of held-out reference cells become Unassigned, and only those
     cut = annotate(adata, loaded, quiet=True, novelty_cutoff=99)
     far = out.obs["novelty_score"].to_numpy() > loaded.novelty.threshold(99)

@@ -127,6 +127,10 @@ def test_predict_writes_the_four_outputs_consistently(refdir, query, tmp_path):
     mem = annotate(q, Path(refdir) / "afrcl", quiet=True)
     np.testing.assert_allclose(mem.obsm["probabilities"], P, rtol=1e-5, atol=1e-6)
     assert (mem.obs["predicted_labels"].astype(str).to_numpy() == labels).all()
+    # the query neighbourhoods too: the streamed PCA reads the file three more times in blocks of 50
+    assert rec["neighbours"]["applied"] and rec["params"]["neighbours"] == 15
+    np.testing.assert_allclose(a.obs["unseen_score"], mem.obs["unseen_score"], rtol=1e-4)
+    np.testing.assert_allclose(a.obs["unseen_score_cell"], a.obs["novelty_score"] / a.obs["conf_score"], rtol=1e-5)
 
 
 def test_two_step_verify_then_predict_matches_predicting_the_raw_file(refdir, query, tmp_path):
@@ -241,3 +245,15 @@ def test_gene_overlap_rule_just_over_half_works_half_fails_139(refdir, query, tm
 def test_missing_verified_file_without_input(refdir, tmp_path, capsys):
     assert predict("-r", "afrcl", "-mp", refdir, "-o", tmp_path / "empty") == 141
     assert "gsrcl verify" in capsys.readouterr().err
+
+
+def test_a_neighbourhood_of_one_cell_is_a_usage_error_and_writes_nothing(refdir, query, tmp_path, capsys):
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as exc:
+        predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out, "--neighbours", 1)
+    assert exc.value.code == 2 and "must be 0 (off) or at least 2" in capsys.readouterr().err
+    assert not out.exists()
+    assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out, "--neighbours", 0, "--no-plot") == 0
+    a = ad.read_h5ad(out / "annotated.h5ad")
+    np.testing.assert_allclose(a.obs["unseen_score"], a.obs["novelty_score"] / a.obs["conf_score"], rtol=1e-5)
+    assert "unseen_score_cell" not in a.obs and not a.uns["gsrcl"]["neighbours"]["applied"]

@@ -18,10 +18,11 @@ Every cell also gets ``obs['novelty_score']`` (`gsrcl.novelty`: how unlike every
 typical reference cell), which tells cells of types the reference lacks from known ones better than any
 probability; with ``novelty_cutoff`` (a percentile of the scores of reference cells held out of the novelty
 model's fit, so new cells like the reference's cross it at about that rate) cells above it are Unassigned as
-well. ``obs['unseen_score']`` is ``novelty_score / conf_score``: high for a cell that is far from every reference
-type, or unsure between types, or both. On the benchmark's two unseen-type tasks it ranks cells of
-types the reference lacks first better than either part alone (``benchmarks/results/accuracy.md``); labels do not
-depend on it.
+well. ``obs['unseen_score_cell']`` is ``novelty_score / conf_score``: high for a cell that is far from every
+reference type, or unsure between types, or both; ``obs['unseen_score']`` is its mean over the cell's
+``neighbours`` nearest query cells (`gsrcl.neighbours`: in the query's own principal components), since cells of a
+type the reference lacks come in groups. On the benchmark's two unseen-type tasks the neighbourhood score ranks
+such cells first better than any per-cell score (``benchmarks/results/accuracy.md``); labels do not depend on it.
 
 Outputs (``predict_files``), each written to a temporary file in OUT and renamed into place once all are done:
 ``probabilities.csv``, ``tsne.svg``, ``legend.txt`` and ``annotated.h5ad`` (see ``annotate`` for its content).
@@ -43,6 +44,7 @@ import scipy.sparse as sp
 from .atomic import temp_file
 from .errors import InvalidReferenceError, MissingPathError, OutputError, ValuesError
 from .versions import versions
+from .neighbours import N_NEIGHBORS
 from .plot import UNASSIGNED, MIN_TSNE_CELLS, legend_text, palette, plot_tsne, tsne_embedding, tsne_perplexity
 
 log = logging.getLogger("gsrcl.annotation")
@@ -165,15 +167,22 @@ class Prediction:
     embedding: np.ndarray  # len(sample) x d
     info: dict[str, Any] = field(default_factory=dict)
     novelty: np.ndarray | None = None  # n, the novelty score (`gsrcl.novelty`); None: the reference has none
+    neighbours: Any = None  # a fitted `gsrcl.neighbours.QueryNeighbours`, or None (off, or too few cells)
 
     @property
     def conf(self) -> np.ndarray:
         return self.proba.max(axis=1) if len(self.proba) else np.empty(0)
 
     @property
-    def unseen(self) -> np.ndarray | None:
+    def unseen_cell(self) -> np.ndarray | None:
         """novelty / conf (None without a novelty score): conf is at least 1/K, so this is finite."""
         return None if self.novelty is None else self.novelty / self.conf
+
+    @property
+    def unseen(self) -> np.ndarray | None:
+        """``unseen_cell`` averaged over each cell's query neighbourhood (``unseen_cell`` itself without one)."""
+        cell = self.unseen_cell
+        return cell if cell is None or self.neighbours is None else self.neighbours.smooth(cell)
 
     @property
     def max_raw(self) -> np.ndarray | None:
@@ -289,6 +298,7 @@ def predict_source(
     p: float = 0.5,
     raw_cutoff: bool = False,
     novelty_cutoff: float | None = None,
+    neighbours: int = N_NEIGHBORS,
     log_mode: str = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
     tsne_cells: int = TSNE_MAX_CELLS,
@@ -300,7 +310,8 @@ def predict_source(
 ) -> Prediction:
     """Predict every cell of ``source`` block by block; ``on_block(start, raw_block)`` sees each block as read.
     ``prepared``: the result of ``prepare`` when the checks were run already. ``novelty_cutoff``: a percentile
-    of the reference cells' novelty scores; cells scoring above it are Unassigned too (None: no such rule)."""
+    of the reference cells' novelty scores; cells scoring above it are Unassigned too (None: no such rule).
+    ``neighbours``: the query cells over which ``unseen`` is averaged (0: each cell on its own)."""
     from tqdm.auto import tqdm
 
     from .genes import align
@@ -309,6 +320,7 @@ def predict_source(
 
     p = check_p(p)
     novelty_max = check_novelty_cutoff(novelty_cutoff, ref)
+    neighbours = check_neighbours(neighbours)
     novelty = ref.novelty
     library_size = ref.values.get("library_size")  # None for references that take log1p counts as they are
     cp10k = library_size == CP10K  # the model input is the novelty score's input already
@@ -366,6 +378,11 @@ def predict_source(
     if novelty_max is not None:
         labels[novel > novelty_max] = UNASSIGNED
     embedding = np.concatenate(pieces) if pieces else np.empty((0, 0), dtype=np.float32)
+    graph, graph_record = None, {"applied": False, "note": "off (neighbours=0)" if not neighbours else
+                                 "the reference has no novelty score"}
+    if neighbours and novel is not None:
+        graph, graph_record = query_neighbours(source, kind, n_neighbors=neighbours, block_size=block_size,
+                                               seed=seed, quiet=quiet)
     info = {
         "genes": genes,
         "values": values,
@@ -381,9 +398,48 @@ def predict_source(
         },
         "block_size": block_size,
         "seed": int(seed),
+        "neighbours": graph_record,
     }
     return Prediction(pd.Index(source.obs_names.astype(str)), types, ref.method, proba, scores, labels, sample,
-                      embedding, info, novel)
+                      embedding, info, novel, graph)
+
+
+def check_neighbours(n) -> int:
+    """0 (off) or a neighbourhood size of at least 2 cells."""
+    try:
+        value = int(n)
+    except (TypeError, ValueError):
+        raise ValueError(f"neighbours must be a whole number of cells (0 = off), not {n!r}") from None
+    if value != n or value < 0 or value == 1:
+        raise ValueError(f"neighbours must be 0 (off) or at least 2 cells, not {n!r}")
+    return value
+
+
+def query_neighbours(source, kind, *, n_neighbors: int, block_size: int = DEFAULT_BLOCK_SIZE, seed: int = 0,
+                     quiet: bool = False):
+    """The query's neighbourhoods (`gsrcl.neighbours`) from its own values over all its genes, read three
+    times more; (None, why) for a query too small."""
+    from tqdm.auto import tqdm
+
+    from .neighbours import QueryNeighbours, min_cells
+    from .novelty import novelty_input
+    from .values import to_model_input
+
+    n = int(source.n_obs)
+    if n < min_cells(n_neighbors):
+        note = (f"unseen_score is per cell: {n} cells are too few for neighbourhoods of {n_neighbors} "
+                f"(at least {min_cells(n_neighbors)} are needed)")
+        log.info(note)
+        return None, {"applied": False, "note": note}
+    t0 = time.perf_counter()
+    with tqdm(total=3 * n, unit="cells", desc="neighbours", disable=quiet, leave=False) as bar:
+        def blocks():
+            for _, block in source.iter_blocks(block_size):
+                bar.update(block.shape[0])
+                yield novelty_input(to_model_input(block, kind))
+
+        graph = QueryNeighbours(n_neighbors, seed=seed).fit(blocks)
+    return graph, {"applied": True, **graph.record(), "seconds": round(time.perf_counter() - t0, 2)}
 
 
 def run_tsne(pred: Prediction, *, seed: int = 0) -> tuple[np.ndarray | None, dict[str, Any]]:
@@ -460,6 +516,8 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
     if pred.novelty is not None:
         obs["novelty_score"] = pred.novelty.astype(np.float32)
         obs["unseen_score"] = pred.unseen.astype(np.float32)
+        if pred.neighbours is not None:
+            obs["unseen_score_cell"] = pred.unseen_cell.astype(np.float32)
     # plain arrays, columns in uns['gsrcl']['cell_types'] order: as DataFrame columns, type names holding '/'
     # (e.g. "CD4+/CD25 T Reg") would become nested HDF5 groups; ``probabilities(adata)`` gives the DataFrame
     obsm = {"probabilities": np.ascontiguousarray(pred.proba)}
@@ -474,6 +532,7 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
         "genes": pred.info["genes"],
         "values": pred.info["values"],
         "cutoff": pred.info["cutoff"],
+        "neighbours": pred.info.get("neighbours", {}),
         "cell_types": types,
         # two lists, not a dict: cell-type names may hold '/', which HDF5 keys cannot
         "labels": categories,
@@ -486,9 +545,13 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
             **({"novelty_score": "distance to the nearest reference cell type in the reference's principal "
                                  "components, over the median reference cell's (1 = typical; high = unlike every "
                                  "reference type, e.g. a type the reference lacks)",
-                "unseen_score": "novelty_score / conf_score: high for a cell far from every reference type or "
-                                "unsure between them; sort by it to find cells of types the reference lacks"}
+                "unseen_score": "novelty_score / conf_score, averaged over the cell's nearest query cells "
+                                "(uns['gsrcl']['neighbours']; per cell when that is off): high where cells are far "
+                                "from every reference type or unsure between them; sort by it to find cells of "
+                                "types the reference lacks"}
                if pred.novelty is not None else {}),
+            **({"unseen_score_cell": "novelty_score / conf_score of the cell alone"}
+               if pred.neighbours is not None else {}),
             "obsm.probabilities": "reported probabilities (n x K array), columns = uns['gsrcl']['cell_types']",
             **({"obsm.raw_scores": "GsRCL: un-normalised one-vs-rest probabilities (n x K array), columns = "
                                    "uns['gsrcl']['cell_types']"} if pred.scores is not None else {}),
@@ -519,6 +582,7 @@ def annotate(
     *,
     raw_cutoff: bool = False,
     novelty_cutoff: float | None = None,
+    neighbours: int = N_NEIGHBORS,
     log: str = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
     plot: bool | str | os.PathLike = False,
@@ -537,7 +601,9 @@ def annotate(
     ``obs['conf_score']`` (the highest reported probability), for GsRCL ``obs['max_raw_score']`` (the highest
     un-normalised one-vs-rest probability) and ``obsm['raw_scores']``, ``obs['novelty_score']`` (how unlike
     every reference type the cell is, `gsrcl.novelty`; ``novelty_cutoff``, a percentile of the reference
-    cells' scores, makes cells above it Unassigned), ``obsm['probabilities']`` (n x K arrays,
+    cells' scores, makes cells above it Unassigned), ``obs['unseen_score']`` (novelty_score / conf_score
+    averaged over the cell's ``neighbours`` nearest query cells, ``obs['unseen_score_cell']`` the cell's own;
+    ``neighbours=0``: per cell only), ``obsm['probabilities']`` (n x K arrays,
     columns = ``uns['gsrcl']['cell_types']``; ``probabilities(adata)`` of this module gives a DataFrame),
     ``uns['predicted_labels_colors']`` (the plot colours, scanpy's convention) and ``uns['gsrcl']``
     (parameters, versions, reference summary, gene-match numbers, value kind).
@@ -552,14 +618,14 @@ def annotate(
         verify_record = dict(adata.uns[VERIFY_KEY])
     want_plot = plot is not False and plot is not None
     pred = predict_source(_MemorySource(adata), ref, p=p, raw_cutoff=raw_cutoff, novelty_cutoff=novelty_cutoff,
-                          log_mode=log, block_size=block_size,
+                          neighbours=neighbours, log_mode=log, block_size=block_size,
                           tsne_cells=tsne_cells if want_plot else 0, seed=seed, quiet=quiet,
                           verify_record=verify_record)
     coords, tsne = (None, None)
     if want_plot:
         coords, tsne = run_tsne(pred, seed=seed)
     params = {"p": pred.info["cutoff"]["p"], "raw_cutoff": bool(raw_cutoff), "novelty_cutoff": novelty_cutoff,
-              "log": str(log),
+              "neighbours": int(neighbours), "log": str(log),
               "block_size": int(block_size), "tsne_cells": int(tsne_cells), "seed": int(seed)}
     obs, obsm, uns = annotations(pred, ref, params=params, tsne=tsne, source={"format": "anndata"})
     out = adata.copy()
@@ -751,6 +817,7 @@ def predict_files(
     p: float = 0.5,
     raw_cutoff: bool = False,
     novelty_cutoff: float | None = None,
+    neighbours: int = N_NEIGHBORS,
     log_mode: str = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
     overwrite: bool = False,
@@ -785,6 +852,7 @@ def predict_files(
     t0 = time.perf_counter()
     ref = _load_reference(reference)
     check_novelty_cutoff(novelty_cutoff, ref)
+    check_neighbours(neighbours)
     source = open_query(input_path, **(reader_kwargs or {}))
     verify_record = _verify_record(input_path)
     if verify_record is not None:
@@ -800,14 +868,15 @@ def predict_files(
     try:
         writer = _H5adXWriter(staging[ANNOTATED], int(source.n_obs), len(source.var))
         pred = predict_source(source, ref, p=p, raw_cutoff=raw_cutoff, novelty_cutoff=novelty_cutoff,
-                              log_mode=log_mode, block_size=block_size,
+                              neighbours=neighbours, log_mode=log_mode, block_size=block_size,
                               tsne_cells=tsne_cells if plot else 0, seed=seed, quiet=quiet,
                               verify_record=verify_record, on_block=writer.add, prepared=prepared)
         t_pred = time.perf_counter() - t0
         t1 = time.perf_counter()
         coords, tsne = run_tsne(pred, seed=seed) if plot else (None, {"drawn": False, "note": "not requested (--no-plot)"})
         t_tsne = time.perf_counter() - t1
-        params = {"p": p, "raw_cutoff": bool(raw_cutoff), "novelty_cutoff": novelty_cutoff, "log": str(log_mode),
+        params = {"p": p, "raw_cutoff": bool(raw_cutoff), "novelty_cutoff": novelty_cutoff,
+                  "neighbours": int(neighbours), "log": str(log_mode),
                   "block_size": int(block_size),
                   "tsne_cells": int(tsne_cells), "seed": int(seed), "plot": bool(plot)}
         src = {"path": str(input_path), "format": str(getattr(source, "format", "")),

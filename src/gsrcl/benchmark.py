@@ -20,9 +20,12 @@ Protocol (Abdelaal et al. 2019, Genome Biol 20:194, and their ``evaluate.R``):
   per-fold macro-F1 values are kept too.
 
 Methods: ``gsrcl`` / ``afrcl`` (``gsrcl.train`` default preset, ``gsrcl.annotate`` at p = 0.5, confidence
-``conf_score``; also scored: GsRCL's ``max_raw_score``, ``novelty_score`` and ``unseen_score``), ``svm`` and ``svm_rejection`` (Abdelaal's LinearSVC on log1p
-counts, and LinearSVC in ``CalibratedClassifierCV(cv=3)`` rejecting below 0.7), ``celltypist`` (CellTypist's
-logistic regression; see `CellTypistLR`).
+``conf_score``; also scored: GsRCL's ``max_raw_score``, ``novelty_score``, ``unseen_score_cell`` = novelty_score /
+conf_score and ``unseen_score``, its mean over each cell's 15 nearest query cells, `gsrcl.neighbours`), ``svm`` and
+``svm_rejection`` (Abdelaal's LinearSVC on log1p counts, and LinearSVC in ``CalibratedClassifierCV(cv=3)``
+rejecting below 0.7), ``celltypist`` (CellTypist's logistic regression; see `CellTypistLR`); on tasks with unseen
+types the baselines' confidence is also scored averaged over the same query neighbourhoods
+(``conf_neighbourhood``).
 
 Each task x method runs in a fresh worker process (``isolate=True``), so that its timings and peak memory are its
 own; memory is the resident-set high-water mark of that process during the step (see `measure`).
@@ -494,7 +497,7 @@ class CellTypistLR:
 class OurMethod:
     """GsRCL or AF-RCL through the public API: ``gsrcl.train`` (default preset) then ``gsrcl.annotate`` at
     ``p`` on the query aligned to the reference genes. Confidence = ``conf_score``; also scored: GsRCL's
-    ``max_raw_score`` and (negated) ``novelty_score`` and ``unseen_score``."""
+    ``max_raw_score`` and (negated) ``novelty_score``, ``unseen_score`` and ``unseen_score_cell``."""
 
     modules = ("torch", "gsrcl.training", "gsrcl.annotation", "gsrcl.methods.afrcl", "gsrcl.methods.gsrcl", "gsrcl.genes")
 
@@ -535,7 +538,7 @@ class OurMethod:
         out = annotate(query, self.reference_, p=self.p, quiet=True)
         obs = out.obs
         scores = {"max_raw_score": obs["max_raw_score"].to_numpy(float)} if "max_raw_score" in obs else {}
-        for name in ("novelty_score", "unseen_score"):  # negated: the AUROC takes higher = more likely a known type
+        for name in ("novelty_score", "unseen_score", "unseen_score_cell"):  # negated: higher = more likely known
             if name in obs:
                 scores[name] = -obs[name].to_numpy(float)
         types = np.asarray(out.uns["gsrcl"]["cell_types"], dtype=object)
@@ -646,6 +649,11 @@ def _run_splits(task: Task, data_dir: str, method: str, seed: int, quick: bool, 
             est.fit(ref, ref.obs[LABEL].to_numpy())
         with measure() as pred:
             result = est.predict(query)
+        scores = dict(result.scores)
+        if method in BASELINES and not np.isin(_as_str(query.obs[LABEL]), _as_str(ref.obs[LABEL])).all():
+            graph = query_neighbourhoods(query, list(ref.var_names.astype(str)))
+            if graph is not None:  # the neighbourhoods our unseen_score reads, for a like-for-like comparison
+                scores["conf_neighbourhood"] = graph.smooth(result.confidence)
         out["implementation"] = est.implementation
         out["splits"].append({
             "n_ref": int(ref.n_obs), "n_query": int(query.n_obs), "n_genes": int(ref.n_vars),
@@ -653,10 +661,21 @@ def _run_splits(task: Task, data_dir: str, method: str, seed: int, quick: bool, 
             "y_true": list(_as_str(query.obs[LABEL])), "y_pred": list(_as_str(result.labels)),
             "y_best": list(_as_str(result.labels if result.best is None else result.best)),
             "confidence": np.asarray(result.confidence, float).tolist(),
-            "scores": {k: np.asarray(v, float).tolist() for k, v in result.scores.items()},
+            "scores": {k: np.asarray(v, float).tolist() for k, v in scores.items()},
             "fit": fit, "predict": pred, "svm_inputs": getattr(est, "svm_inputs", None),
         })
     return out
+
+
+def query_neighbourhoods(query, genes: Sequence[str]):
+    """The query neighbourhoods our methods average ``unseen_score`` over (`gsrcl.neighbours`, default settings),
+    from the query aligned to the training ``genes`` as the benchmark gives it to them; None for too few cells."""
+    from .neighbours import QueryNeighbours, in_blocks, min_cells
+    from .novelty import novelty_input
+
+    if query.n_obs < min_cells():
+        return None
+    return QueryNeighbours().fit(in_blocks(novelty_input(align_to(model_input(query), query.var, genes))))
 
 
 def _run_isolated(task: Task, data_dir: str, method: str, seed: int, quick: bool, overrides=None) -> dict[str, Any]:
@@ -887,7 +906,8 @@ def _side_text(side: dict | None) -> str:
 
 
 def _extra_aurocs(metrics: dict, digits: int = 3) -> str:
-    """'name AUROC' for each further confidence score of an entry (GsRCL's max_raw_score, our novelty_score and unseen_score)."""
+    """'name AUROC' for each further confidence score of an entry (GsRCL's max_raw_score, our novelty_score,
+    unseen_score and unseen_score_cell, the baselines' conf_neighbourhood)."""
     prefix = "unseen_auroc_"
     return ", ".join(f"{k[len(prefix):]} {_fmt(v, digits)}" for k, v in metrics.items()
                      if k.startswith(prefix) and v is not None)
@@ -940,9 +960,13 @@ def markdown(results: dict[str, Any]) -> str:
     if unseen_tasks:
         lines += ["", "## Unseen-type AUROC", "",
                   "AUROC of each method's confidence for telling the query's cells of known types from those of "
-                  "types the reference lacks; in brackets further scores of ours (`novelty_score`: how unlike "
-                  "every reference type a cell is, `gsrcl.novelty`; `unseen_score`: novelty_score / conf_score); "
-                  "four decimals, as several lie within 0.001 of each other.", "",
+                  "types the reference lacks; in brackets further scores (ours: `novelty_score`, how unlike "
+                  "every reference type a cell is, `gsrcl.novelty`; `unseen_score_cell`: novelty_score / "
+                  "conf_score; `unseen_score`: that averaged over each cell's 15 nearest query cells in the "
+                  "query's own principal components, `gsrcl.neighbours`; the baselines' `conf_neighbourhood`: "
+                  "their confidence averaged over the same neighbourhoods); four decimals, as several lie "
+                  "within 0.001 of each other. Entries without `unseen_score_cell` were made when "
+                  "`unseen_score` was per cell.", "",
                   "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
         for name, t in unseen_tasks:
             cells = []
@@ -1040,8 +1064,11 @@ def markdown(results: dict[str, Any]) -> str:
                 impl.setdefault(m, f"not available: {e.get('note', '')}")
     lines += [f"- **{m}**: {impl[m]}" for m in methods if m in impl]
     lines += ["- Confidence scores for the AUROC: ours `conf_score` (GsRCL also `max_raw_score`, the highest "
-              "un-normalised one-vs-rest probability; both also `novelty_score` and `unseen_score` = novelty_score / conf_score, negated); svm the highest decision value; svm_rejection the highest "
-              "calibrated probability; celltypist the highest one-vs-rest probability.",
+              "un-normalised one-vs-rest probability; both also `novelty_score`, `unseen_score_cell` = novelty_score / "
+              "conf_score and `unseen_score`, its mean over each cell's 15 nearest query cells, negated); svm the "
+              "highest decision value; svm_rejection the highest calibrated probability; celltypist the highest "
+              "one-vs-rest probability; for the baselines also that confidence averaged over the same query "
+              "neighbourhoods (`conf_neighbourhood`).",
               "- Cut-offs: ours p = 0.5 (Unassigned when the reported probability is <= p); svm_rejection 0.7; "
               "svm and celltypist (best match) never reject.", ""]
     lines += ["## Notes", "",

@@ -53,6 +53,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def neighbourhood(text: str) -> int:
+    value = _number(text, int, "a whole number of cells")
+    if value < 0 or value == 1:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 (off) or at least 2")
+    return value
+
+
 def probability(text: str) -> float:
     value = _number(text, float, "a number")
     if not 0.0 <= value <= 1.0:

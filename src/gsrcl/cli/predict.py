@@ -6,13 +6,15 @@ from __future__ import annotations
 import argparse
 import logging
 
-from .common import add_common_arguments, add_input_arguments, percentile, positive_int, probability, reader_kwargs
+from .common import (add_common_arguments, add_input_arguments, neighbourhood, percentile, positive_int, probability,
+                     reader_kwargs)
 
 log = logging.getLogger("gsrcl.predict")
 
 
 def register(sub) -> None:
     from ..annotation import DEFAULT_BLOCK_SIZE, TSNE_MAX_CELLS
+    from ..neighbours import N_NEIGHBORS
 
     p = sub.add_parser(
         "predict",
@@ -23,7 +25,7 @@ def register(sub) -> None:
         "wrote (the default when -i is not given). Writes into OUT: probabilities.csv (barcode, one column per "
         "reference cell type, 'Identified as'), tsne.svg, legend.txt (label, colour, number of cells) and "
         "annotated.h5ad (the query with obs['predicted_labels'], obs['conf_score'], obs['novelty_score'], "
-        "obs['unseen_score'], obsm['probabilities'] and uns['gsrcl']). The query is read in blocks of rows, so memory does not grow with its size.",
+        "obs['unseen_score'] (averaged over query neighbourhoods), obsm['probabilities'] and uns['gsrcl']). The query is read in blocks of rows, so memory does not grow with its size.",
         epilog="A cell is 'Unassigned' when the probability the cut-off applies to is at most -p (equal counts as "
         "Unassigned). For AF-RCL that is the cell's highest multi-class probability. For GsRCL it is, by default, "
         "the highest of the per-type probabilities after dividing them by their sum (the reported ones, as the "
@@ -46,6 +48,11 @@ def register(sub) -> None:
                    help="also call a cell 'Unassigned' when its novelty score (obs['novelty_score']: how unlike "
                    "every reference cell type it is) is above that of PCT%% of the reference cells (each scored by a "
                    "model fitted without it, as a query cell is), e.g. 99.5; off by default")
+    p.add_argument("--neighbours", type=neighbourhood, default=N_NEIGHBORS, metavar="K",
+                   help=f"average obs['unseen_score'] over each cell's K nearest query cells, found in the query's "
+                   f"own principal components (default {N_NEIGHBORS}; 0: each cell on its own). Cells of a type the "
+                   "reference lacks come in groups, so their neighbourhoods tell them apart better than each cell "
+                   "alone; obs['unseen_score_cell'] keeps the per-cell score. Labels do not depend on it")
     p.add_argument("-l", "--log", choices=("auto", "0", "1"), default="auto",
                    help="auto (default): detect the values; 1: the input is raw counts (log1p is applied); "
                    "0: the input is already natural log(1+x)")
@@ -77,6 +84,7 @@ def run(args) -> int:
             p=args.probability,
             raw_cutoff=args.raw_cutoff,
             novelty_cutoff=args.novelty_cutoff,
+            neighbours=args.neighbours,
             log_mode=args.log,
             block_size=args.block_size,
             overwrite=args.overwrite,

@@ -1,0 +1,100 @@
+"""Query neighbourhoods: the streamed PCA, the neighbour search and the averaging over neighbourhoods."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from gsrcl import neighbours as NB
+from gsrcl.neighbours import QueryNeighbours, in_blocks
+
+
+def _groups(rng, n_per=40, n_genes=60, n_groups=3):
+    """log1p-like values of cells in well separated groups (each group expresses its own genes)."""
+    X = rng.poisson(0.3, size=(n_per * n_groups, n_genes)).astype(np.float32)
+    for g in range(n_groups):
+        X[g * n_per:(g + 1) * n_per, g * 10:(g + 1) * 10] += rng.poisson(6, size=(n_per, 10))
+    return sp.csr_matrix(np.log1p(X)), np.repeat(np.arange(n_groups), n_per)
+
+
+def test_streamed_pca_gives_the_distances_of_a_pca_of_the_scaled_top_genes():
+    from sklearn.decomposition import PCA
+
+    rng = np.random.default_rng(0)
+    N, _ = _groups(rng)
+    g = QueryNeighbours(n_neighbors=5, n_components=4, n_genes=25).fit(in_blocks(N, 7))
+    dense = N.toarray()
+    var = dense.var(axis=0)
+    top = np.sort(np.argsort(-var, kind="stable")[:25])
+    assert np.array_equal(g.genes_, top)
+    Z = (dense[:, top] - dense[:, top].mean(axis=0)) / (np.sqrt(var[top]) + NB.SCALE_FLOOR)
+    P = PCA(4, svd_solver="full").fit_transform(Z)
+    dist = lambda A: np.linalg.norm(A[:, None] - A[None], axis=2)
+    assert np.allclose(dist(g.coords_), dist(P), atol=1e-3)  # the same points up to rotation and sign
+    # blocks of any size give the same neighbourhoods
+    assert np.array_equal(QueryNeighbours(n_neighbors=5, n_components=4, n_genes=25).fit(in_blocks(N, 1000)).indices_,
+                          g.indices_)
+
+
+@pytest.mark.parametrize("approximate", [False, True])
+def test_each_cell_comes_first_among_its_neighbours_from_its_own_group(monkeypatch, approximate):
+    rng = np.random.default_rng(1)
+    N, group = _groups(rng)
+    if approximate:
+        monkeypatch.setattr(NB, "EXACT_MAX", 10)
+    g = QueryNeighbours(n_neighbors=8).fit(in_blocks(N))
+    idx = g.indices_
+    assert idx.shape == (N.shape[0], 8) and idx.dtype == np.int32
+    assert np.array_equal(idx[:, 0], np.arange(N.shape[0]))
+    assert all(len(set(row)) == 8 for row in idx)
+    assert (group[idx] == group[:, None]).mean() > 0.99
+    assert g.record()["search"] == ("approximate (Annoy)" if approximate else "exact")
+
+
+def test_identical_cells_still_list_the_cell_itself_once():
+    N = sp.csr_matrix(np.vstack([np.ones((30, 5)), np.tile(np.arange(5.0), (30, 1))]))
+    idx = QueryNeighbours(n_neighbors=4, n_components=2).fit(in_blocks(N)).indices_
+    assert np.array_equal(idx[:, 0], np.arange(60)) and all(len(set(row)) == 4 for row in idx)
+
+
+def test_smooth_is_the_mean_over_the_neighbourhood():
+    rng = np.random.default_rng(2)
+    N, _ = _groups(rng)
+    g = QueryNeighbours(n_neighbors=3).fit(in_blocks(N))
+    values = rng.normal(size=N.shape[0])
+    i = 17
+    assert g.smooth(values)[i] == pytest.approx(values[g.indices_[i]].mean())
+    with pytest.raises(ValueError, match="values for"):
+        g.smooth(values[:-1])
+
+
+def test_too_few_cells_or_a_neighbourhood_of_one_are_refused():
+    N = sp.csr_matrix(np.random.default_rng(3).poisson(1.0, size=(59, 20)).astype(np.float32))
+    with pytest.raises(ValueError, match="too few"):
+        QueryNeighbours(15).fit(in_blocks(N))
+    with pytest.raises(ValueError, match="at least 2"):
+        QueryNeighbours(1)
+
+
+def test_neighbourhoods_lift_a_confidence_score_for_unseen_types_on_kang_to_pbmc3k(data_dir):
+    """Kang -> pbmc3k (CD8 T, FCGR3A+ monocytes, DC and platelets unseen): a linear SVM's top decision value ranks
+    known cells above unseen ones with AUROC 0.777; averaged over query neighbourhoods 0.861 (measured)."""
+    import anndata as ad
+    from sklearn.metrics import roc_auc_score
+    from sklearn.svm import LinearSVC
+
+    from gsrcl.novelty import novelty_input
+    from gsrcl.values import detect_values, to_model_input
+
+    ref, query = ad.read_h5ad(data_dir / "pbmc_kang_ctrl_muscat.h5ad"), ad.read_h5ad(data_dir / "pbmc3k_seurat_clustifyr.h5ad")
+    genes = ref.var_names.intersection(query.var_names)
+    ref, query = ref[:, genes], query[:, genes]
+    Xr, Xq = (to_model_input(a.X, detect_values(a.X)) for a in (ref, query))
+    svm = LinearSVC(random_state=0).fit(Xr, ref.obs["cell_type"].astype(str))
+    conf = svm.decision_function(Xq).max(axis=1)
+    names = {"CD14+ Mono": "CD14+ Monocytes", "Memory CD4 T": "CD4 T cells", "Naive CD4 T": "CD4 T cells",
+             "B": "B cells", "NK": "NK cells"}
+    known = np.isin(query.obs["cell_type"].astype(str).map(lambda t: names.get(t, t)), svm.classes_)
+    assert 0.2 < known.mean() < 0.9
+    g = QueryNeighbours().fit(in_blocks(novelty_input(Xq)))
+    cell, smoothed = roc_auc_score(known, conf), roc_auc_score(known, g.smooth(conf))
+    assert cell < 0.8 and smoothed > cell + 0.05, (cell, smoothed)
