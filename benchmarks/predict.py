@@ -10,7 +10,9 @@ psutil and the child reports its own peak (VmHWM); the larger is reported. Timin
 
 - gsrcl: ``predict_files`` (reading from disk in blocks, gene matching, values, prediction, writing
   probabilities.csv, legend.txt and annotated.h5ad with the query's X); the t-SNE (of at most 50,000 cells) is
-  run in the same call and reported apart, and cells/s excludes it.
+  run in the same call and reported apart, and cells/s excludes it. cells/s includes the query neighbourhoods
+  that ``obs['unseen_score']`` is averaged over (three more reads of the query, a PCA and a neighbour search; also
+  reported apart); ``--without-neighbours`` also runs each method with ``--neighbours 0`` in the same run.
 - baseline: CellTypist 1.7.1's annotation (``pip install celltypist==1.7.1``, a benchmark-only dependency), timed
   for reading the query h5ad, normalising it to log1p CP10k (as CellTypist requires),
   ``celltypist.annotate(..., majority_voting=False)`` and writing its label and probability tables. Its model
@@ -24,6 +26,7 @@ Targets: AF-RCL >= the baseline's cells/s, GsRCL >= a quarter of it, peak memory
 
     .venv/bin/python benchmarks/predict.py --cells 10000
     .venv/bin/python benchmarks/predict.py --cells 10000,100000,1000000 --mem-limit 16
+    .venv/bin/python benchmarks/predict.py --cells 100000 --methods afrcl --baseline none --without-neighbours
 
 Timings taken while other work shares the CPUs are not trustworthy: the JSON records the load average at the
 start and end of the run.
@@ -118,16 +121,18 @@ def worker_train(method: str, refdir: Path, epochs: int) -> dict:
     return {"seconds": time.perf_counter() - t0}
 
 
-def worker_gsrcl(query: Path, ref: Path, out: Path, block_size: int, plot: bool) -> dict:
+def worker_gsrcl(query: Path, ref: Path, out: Path, block_size: int, plot: bool, neighbours: int | None = None) -> dict:
     from gsrcl.annotation import predict_files
     from gsrcl.reference import Reference
 
     base = _vmhwm()
     t0 = time.perf_counter()
+    extra = {} if neighbours is None else {"neighbours": neighbours}
     summary = predict_files(query, Reference.load(ref), out, block_size=block_size, overwrite=True, plot=plot,
-                            quiet=True)
+                            quiet=True, **extra)
     total = time.perf_counter() - t0
     return {"seconds": total - summary["seconds_tsne"], "seconds_tsne": summary["seconds_tsne"],
+            "seconds_neighbours": summary["prediction"].info["neighbours"].get("seconds", 0.0),
             "cells": summary["n_cells"], "peak_rss_self": _vmhwm(), "rss_after_imports": base}
 
 
@@ -204,11 +209,12 @@ def _worker(argv: list[str]) -> None:
     p.add_argument("--block-size", type=int, default=4096)
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--plot", action="store_true")
+    p.add_argument("--neighbours", type=int)
     a = p.parse_args(argv)
     if a.job == "train":
         r = worker_train(a.method, a.ref, a.epochs)
     elif a.job == "gsrcl":
-        r = worker_gsrcl(a.query, a.ref, a.out, a.block_size, a.plot)
+        r = worker_gsrcl(a.query, a.ref, a.out, a.block_size, a.plot, a.neighbours)
     else:
         r = worker_baseline(a.query, a.out, a.method)
     print("RESULT " + json.dumps(r), flush=True)
@@ -263,11 +269,11 @@ def baseline_kind(choice: str) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| cells | annotator | cells/s | vs baseline | target | peak memory | < 3 GB | t-SNE s |",
-             "|---:|---|---:|---:|---|---:|---|---:|"]
+    lines = ["| cells | annotator | cells/s | vs baseline | target | peak memory | < 3 GB | t-SNE s | neighbourhoods s |",
+             "|---:|---|---:|---:|---|---:|---|---:|---:|"]
     for r in rows:
         if "error" in r:
-            lines.append(f"| {r['cells']:,} | {r['name']} | - | - | - | {r['peak_rss'] / 2**30:.2f} GB+ | - | {r['error']} |")
+            lines.append(f"| {r['cells']:,} | {r['name']} | - | - | - | {r['peak_rss'] / 2**30:.2f} GB+ | - | {r['error']} | |")
             continue
         ratio = r.get("ratio")
         target = r.get("target")
@@ -275,8 +281,9 @@ def table(rows: list[dict]) -> str:
         mem = r["peak_rss"] / 2**30
         ok_mem = "" if r["name"].startswith("baseline") else ("yes" if mem < TARGET_MEMORY_GB else "NO")
         tsne = f"{r['seconds_tsne']:.1f}" if "seconds_tsne" in r else ""
+        hood = f"{r['seconds_neighbours']:.1f}" if r.get("seconds_neighbours") else ""
         lines.append(f"| {r['cells']:,} | {r['name']} | {r['cells_per_s']:,.0f} | "
-                     f"{'' if ratio is None else f'{ratio:.2f}x'} | {ok_rate} | {mem:.2f} GB | {ok_mem} | {tsne} |")
+                     f"{'' if ratio is None else f'{ratio:.2f}x'} | {ok_rate} | {mem:.2f} GB | {ok_mem} | {tsne} | {hood} |")
     return "\n".join(lines)
 
 
@@ -298,6 +305,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mem-limit", type=float, default=16.0, help="stop a run whose RSS passes this many GB")
     p.add_argument("--timeout", type=float, default=7200.0, help="stop a run after this many seconds")
     p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE")
+    p.add_argument("--without-neighbours", action="store_true",
+                   help="also run each method with --neighbours 0, in the same run: the cost of the query "
+                   "neighbourhoods that obs['unseen_score'] is averaged over")
     p.add_argument("--keep", action="store_true", help="keep the query files and outputs in benchmarks/scratch")
     p.add_argument("--retrain", action="store_true", help="train the references again even if scratch holds them")
     p.add_argument("--out", type=Path, default=RESULT)
@@ -340,12 +350,15 @@ def main(argv: list[str] | None = None) -> int:
         elif kind != "none":
             rows.append({"cells": n, "name": f"baseline: {kind}", "error": f"skipped above {a.baseline_max_cells:,} cells",
                          "peak_rss": 0})
-        for m in methods:
-            print(f"{n:,} cells: gsrcl predict, {m} ...", flush=True)
+        runs = [(m, None) for m in methods] + ([(m, 0) for m in methods] if a.without_neighbours else [])
+        for m, neighbours in runs:
+            name = m if neighbours is None else f"{m} --neighbours 0"
+            print(f"{n:,} cells: gsrcl predict, {name} ...", flush=True)
             args = ["gsrcl", "--query", str(query), "--ref", str(refdir / m), "--out", str(SCRATCH / f"out_{n}_{m}"),
                     "--block-size", str(a.block_size)] + ([] if a.no_tsne else ["--plot"])
+            args += [] if neighbours is None else ["--neighbours", str(neighbours)]
             r = run_measured(args, a.mem_limit, a.timeout)
-            r.update(cells=n, name=m, target=1.0 if m == "afrcl" else 0.25)
+            r.update(cells=n, name=name, target=1.0 if m == "afrcl" else 0.25)
             if "error" not in r:
                 r["cells_per_s"] = n / r["seconds"]
                 r["ratio"] = None if base_rate is None else r["cells_per_s"] / base_rate

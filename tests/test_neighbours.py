@@ -21,7 +21,7 @@ def test_streamed_pca_gives_the_distances_of_a_pca_of_the_scaled_top_genes():
 
     rng = np.random.default_rng(0)
     N, _ = _groups(rng)
-    g = QueryNeighbours(n_neighbors=5, n_components=4, n_genes=25).fit(in_blocks(N, 7))
+    g = QueryNeighbours(n_neighbors=5, n_components=4, n_genes=25).fit(in_blocks(N, 7), N.shape[0])
     dense = N.toarray()
     var = dense.var(axis=0)
     top = np.sort(np.argsort(-var, kind="stable")[:25])
@@ -31,8 +31,8 @@ def test_streamed_pca_gives_the_distances_of_a_pca_of_the_scaled_top_genes():
     dist = lambda A: np.linalg.norm(A[:, None] - A[None], axis=2)
     assert np.allclose(dist(g.coords_), dist(P), atol=1e-3)  # the same points up to rotation and sign
     # blocks of any size give the same neighbourhoods
-    assert np.array_equal(QueryNeighbours(n_neighbors=5, n_components=4, n_genes=25).fit(in_blocks(N, 1000)).indices_,
-                          g.indices_)
+    again = QueryNeighbours(n_neighbors=5, n_components=4, n_genes=25).fit(in_blocks(N, 1000), N.shape[0])
+    assert np.array_equal(again.indices_, g.indices_) and g.fitted_on == N.shape[0]
 
 
 @pytest.mark.parametrize("approximate", [False, True])
@@ -41,7 +41,7 @@ def test_each_cell_comes_first_among_its_neighbours_from_its_own_group(monkeypat
     N, group = _groups(rng)
     if approximate:
         monkeypatch.setattr(NB, "EXACT_MAX", 10)
-    g = QueryNeighbours(n_neighbors=8).fit(in_blocks(N))
+    g = QueryNeighbours(n_neighbors=8).fit(in_blocks(N), N.shape[0])
     idx = g.indices_
     assert idx.shape == (N.shape[0], 8) and idx.dtype == np.int32
     assert np.array_equal(idx[:, 0], np.arange(N.shape[0]))
@@ -50,16 +50,36 @@ def test_each_cell_comes_first_among_its_neighbours_from_its_own_group(monkeypat
     assert g.record()["search"] == ("approximate (Annoy)" if approximate else "exact")
 
 
+def test_a_large_query_takes_its_genes_and_components_from_a_seeded_subset(monkeypatch):
+    rng = np.random.default_rng(4)
+    N, group = _groups(rng, n_per=100)
+    monkeypatch.setattr(NB, "FIT_MAX_CELLS", 90)
+    seen = []
+
+    def blocks(rows=None):  # records which cells each pass reads
+        seen.append(None if rows is None else rows.copy())
+        return in_blocks(N, 50)(rows)
+
+    g = QueryNeighbours(n_neighbors=8).fit(blocks, N.shape[0])
+    assert g.fitted_on == 90 and g.record()["fitted_on_cells"] == 90
+    assert [None if r is None else len(r) for r in seen] == [90, 90, None]  # two passes on the subset, all projected
+    assert np.array_equal(seen[0], seen[1]) and np.all(np.diff(seen[0]) > 0)
+    assert g.coords_.shape[0] == N.shape[0] and (group[g.indices_] == group[:, None]).mean() > 0.99
+    assert np.array_equal(QueryNeighbours(n_neighbors=8).fit(blocks, N.shape[0]).indices_, g.indices_)  # seeded
+    with pytest.raises(ValueError, match="gave 300 cells, not the 80 expected"):
+        QueryNeighbours(n_neighbors=8).fit(in_blocks(N), 80)
+
+
 def test_identical_cells_still_list_the_cell_itself_once():
     N = sp.csr_matrix(np.vstack([np.ones((30, 5)), np.tile(np.arange(5.0), (30, 1))]))
-    idx = QueryNeighbours(n_neighbors=4, n_components=2).fit(in_blocks(N)).indices_
+    idx = QueryNeighbours(n_neighbors=4, n_components=2).fit(in_blocks(N), N.shape[0]).indices_
     assert np.array_equal(idx[:, 0], np.arange(60)) and all(len(set(row)) == 4 for row in idx)
 
 
 def test_smooth_is_the_mean_over_the_neighbourhood():
     rng = np.random.default_rng(2)
     N, _ = _groups(rng)
-    g = QueryNeighbours(n_neighbors=3).fit(in_blocks(N))
+    g = QueryNeighbours(n_neighbors=3).fit(in_blocks(N), N.shape[0])
     values = rng.normal(size=N.shape[0])
     i = 17
     assert g.smooth(values)[i] == pytest.approx(values[g.indices_[i]].mean())
@@ -70,7 +90,7 @@ def test_smooth_is_the_mean_over_the_neighbourhood():
 def test_too_few_cells_or_a_neighbourhood_of_one_are_refused():
     N = sp.csr_matrix(np.random.default_rng(3).poisson(1.0, size=(59, 20)).astype(np.float32))
     with pytest.raises(ValueError, match="too few"):
-        QueryNeighbours(15).fit(in_blocks(N))
+        QueryNeighbours(15).fit(in_blocks(N), N.shape[0])
     with pytest.raises(ValueError, match="at least 2"):
         QueryNeighbours(1)
 
@@ -95,6 +115,6 @@ def test_neighbourhoods_lift_a_confidence_score_for_unseen_types_on_kang_to_pbmc
              "B": "B cells", "NK": "NK cells"}
     known = np.isin(query.obs["cell_type"].astype(str).map(lambda t: names.get(t, t)), svm.classes_)
     assert 0.2 < known.mean() < 0.9
-    g = QueryNeighbours().fit(in_blocks(novelty_input(Xq)))
+    g = QueryNeighbours().fit(in_blocks(novelty_input(Xq)), Xq.shape[0])
     cell, smoothed = roc_auc_score(known, conf), roc_auc_score(known, g.smooth(conf))
     assert cell < 0.8 and smoothed > cell + 0.05, (cell, smoothed)

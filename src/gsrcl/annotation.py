@@ -418,7 +418,7 @@ def check_neighbours(n) -> int:
 def query_neighbours(source, kind, *, n_neighbors: int, block_size: int = DEFAULT_BLOCK_SIZE, seed: int = 0,
                      quiet: bool = False):
     """The query's neighbourhoods (`gsrcl.neighbours`) from its own values over all its genes, read three
-    times more; (None, why) for a query too small."""
+    times more (twice of a subset only above ``FIT_MAX_CELLS`` cells); (None, why) for a query too small."""
     from tqdm.auto import tqdm
 
     from .neighbours import QueryNeighbours, min_cells
@@ -433,12 +433,15 @@ def query_neighbours(source, kind, *, n_neighbors: int, block_size: int = DEFAUL
         return None, {"applied": False, "note": note}
     t0 = time.perf_counter()
     with tqdm(total=3 * n, unit="cells", desc="neighbours", disable=quiet, leave=False) as bar:
-        def blocks():
-            for _, block in source.iter_blocks(block_size):
+        def blocks(rows=None):
+            for start, block in source.iter_blocks(block_size):
                 bar.update(block.shape[0])
+                if rows is not None:  # only these cells (sorted indices) are normalised
+                    lo, hi = np.searchsorted(rows, [start, start + block.shape[0]])
+                    block = block[rows[lo:hi] - start]
                 yield novelty_input(to_model_input(block, kind))
 
-        graph = QueryNeighbours(n_neighbors, seed=seed).fit(blocks)
+        graph = QueryNeighbours(n_neighbors, seed=seed).fit(blocks, n)
     return graph, {"applied": True, **graph.record(), "seconds": round(time.perf_counter() - t0, 2)}
 
 

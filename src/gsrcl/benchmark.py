@@ -675,7 +675,7 @@ def query_neighbourhoods(query, genes: Sequence[str]):
 
     if query.n_obs < min_cells():
         return None
-    return QueryNeighbours().fit(in_blocks(novelty_input(align_to(model_input(query), query.var, genes))))
+    return QueryNeighbours().fit(in_blocks(novelty_input(align_to(model_input(query), query.var, genes))), query.n_obs)
 
 
 def _run_isolated(task: Task, data_dir: str, method: str, seed: int, quick: bool, overrides=None) -> dict[str, Any]:
@@ -965,8 +965,7 @@ def markdown(results: dict[str, Any]) -> str:
                   "conf_score; `unseen_score`: that averaged over each cell's 15 nearest query cells in the "
                   "query's own principal components, `gsrcl.neighbours`; the baselines' `conf_neighbourhood`: "
                   "their confidence averaged over the same neighbourhoods); four decimals, as several lie "
-                  "within 0.001 of each other. Entries without `unseen_score_cell` were made when "
-                  "`unseen_score` was per cell.", "",
+                  "within 0.001 of each other.", "",
                   "| task | " + " | ".join(methods) + " |", "|---" * (len(methods) + 1) + "|"]
         for name, t in unseen_tasks:
             cells = []
