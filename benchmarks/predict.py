@@ -27,6 +27,7 @@ Targets: AF-RCL >= the baseline's cells/s, GsRCL >= a quarter of it, peak memory
     .venv/bin/python benchmarks/predict.py --cells 10000
     .venv/bin/python benchmarks/predict.py --cells 10000,100000,1000000 --mem-limit 16
     .venv/bin/python benchmarks/predict.py --cells 100000 --methods afrcl --baseline none --without-neighbours
+    .venv/bin/python benchmarks/predict.py --cells 1000000 --methods afrcl --neighbours-only
 
 Timings taken while other work shares the CPUs are not trustworthy: the JSON records the load average at the
 start and end of the run.
@@ -136,6 +137,21 @@ def worker_gsrcl(query: Path, ref: Path, out: Path, block_size: int, plot: bool,
             "cells": summary["n_cells"], "peak_rss_self": _vmhwm(), "rss_after_imports": base}
 
 
+def worker_neighbours(query: Path, ref: Path, block_size: int) -> dict:
+    """The query neighbourhoods alone (``gsrcl.annotation.query_neighbours``): no prediction."""
+    from gsrcl.annotation import prepare, query_neighbours
+    from gsrcl.io import open_query
+    from gsrcl.reference import Reference
+
+    base = _vmhwm()
+    t0 = time.perf_counter()
+    source = open_query(query)
+    kind = prepare(source, Reference.load(ref)).kind
+    graph, record = query_neighbours(source, kind, n_neighbors=15, block_size=block_size, quiet=True)
+    return {"seconds": time.perf_counter() - t0, "seconds_neighbours": record.get("seconds", 0.0),
+            "cells": int(source.n_obs), "peak_rss_self": _vmhwm(), "rss_after_imports": base, "record": record}
+
+
 def _log_cp10k(X):
     import numpy as np
 
@@ -201,7 +217,7 @@ def worker_baseline(query: Path, out: Path, kind: str) -> dict:
 
 def _worker(argv: list[str]) -> None:
     p = argparse.ArgumentParser()
-    p.add_argument("job", choices=("train", "gsrcl", "baseline"))
+    p.add_argument("job", choices=("train", "gsrcl", "baseline", "neighbours"))
     p.add_argument("--method")
     p.add_argument("--query", type=Path)
     p.add_argument("--ref", type=Path)
@@ -213,6 +229,8 @@ def _worker(argv: list[str]) -> None:
     a = p.parse_args(argv)
     if a.job == "train":
         r = worker_train(a.method, a.ref, a.epochs)
+    elif a.job == "neighbours":
+        r = worker_neighbours(a.query, a.ref, a.block_size)
     elif a.job == "gsrcl":
         r = worker_gsrcl(a.query, a.ref, a.out, a.block_size, a.plot, a.neighbours)
     else:
@@ -305,6 +323,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--mem-limit", type=float, default=16.0, help="stop a run whose RSS passes this many GB")
     p.add_argument("--timeout", type=float, default=7200.0, help="stop a run after this many seconds")
     p.add_argument("--no-tsne", action="store_true", help="skip the t-SNE")
+    p.add_argument("--neighbours-only", action="store_true",
+                   help="time only the query neighbourhoods (no prediction, no baseline) at each size")
     p.add_argument("--without-neighbours", action="store_true",
                    help="also run each method with --neighbours 0, in the same run: the cost of the query "
                    "neighbourhoods that obs['unseen_score'] is averaged over")
@@ -338,7 +358,15 @@ def main(argv: list[str] | None = None) -> int:
             info = build_query(SOURCE, n, query)
             print(f"  {info['nnz_per_cell']:.0f} non-zeros per cell, {info['bytes'] / 2**30:.2f} GB", flush=True)
         base_rate = None
-        if kind != "none" and n <= a.baseline_max_cells:
+        if a.neighbours_only:
+            print(f"{n:,} cells: the query neighbourhoods alone ...", flush=True)
+            r = run_measured(["neighbours", "--query", str(query), "--ref", str(refdir / methods[0]),
+                              "--block-size", str(a.block_size)], a.mem_limit, a.timeout)
+            r.update(cells=n, name="query neighbourhoods alone")
+            if "error" not in r:
+                r["cells_per_s"] = n / r["seconds"]
+            rows.append(r)
+        elif kind != "none" and n <= a.baseline_max_cells:
             print(f"{n:,} cells: baseline ({kind}) ...", flush=True)
             r = run_measured(["baseline", "--method", kind, "--query", str(query), "--out", str(SCRATCH / f"out_{n}_baseline")],
                              a.mem_limit, a.timeout)
@@ -351,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append({"cells": n, "name": f"baseline: {kind}", "error": f"skipped above {a.baseline_max_cells:,} cells",
                          "peak_rss": 0})
         runs = [(m, None) for m in methods] + ([(m, 0) for m in methods] if a.without_neighbours else [])
+        runs = [] if a.neighbours_only else runs
         for m, neighbours in runs:
             name = m if neighbours is None else f"{m} --neighbours 0"
             print(f"{n:,} cells: gsrcl predict, {name} ...", flush=True)
