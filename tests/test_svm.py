@@ -273,3 +273,10 @@ def test_final_fit_on_squared_distances_is_libsvms_rbf_model():
     np.testing.assert_array_equal(given.predict_proba(query), p_fast)
     with pytest.raises(ValueError, match="distances has shape"):
         fit_svc(X, y, grid=grid, cv=3, seed=3, distances=squared_distances(X[:10]))
+    # one setting chosen elsewhere, fitted without a search: fit_svc's own refit
+    from gsrcl.svm import fit_setting
+
+    alone = fit_setting(X, y, slow.best_params_, seed=3, distances=squared_distances(X))
+    np.testing.assert_array_equal(alone.predict_proba(query), p_fast)
+    assert alone.best_params_ == slow.best_params_ and np.isnan(alone.cv_score_)
+    np.testing.assert_array_equal(fit_setting(X, y, slow.best_params_, seed=3).predict_proba(query), p_slow)

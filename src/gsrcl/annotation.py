@@ -44,7 +44,7 @@ import scipy.sparse as sp
 from .atomic import temp_file
 from .errors import InvalidReferenceError, MissingPathError, OutputError, ValuesError
 from .versions import versions
-from .neighbours import N_NEIGHBORS
+from .neighbours import N_NEIGHBORS, check_neighbours
 from .plot import UNASSIGNED, MIN_TSNE_CELLS, legend_text, palette, plot_tsne, tsne_embedding, tsne_perplexity
 
 log = logging.getLogger("gsrcl.annotation")
@@ -355,14 +355,13 @@ def predict_source(
             X = to_model_input(align(block, match), kind)
             if library_size:
                 X = log1p_normalized(X, library_size)
-            lo, hi = np.searchsorted(sample, [start, stop])
-            rows = sample[lo:hi] - start
-            if hi > lo and both is not None:  # one encoder pass for the scores and the t-SNE embedding
+            rows = _rows_in(sample, start, stop)
+            if len(rows) and both is not None:  # one encoder pass for the scores and the t-SNE embedding
                 s, emb = both(X)
                 pieces.append(np.asarray(emb, dtype=np.float32)[rows])
             else:
                 s = model.predict_scores(X)
-                if hi > lo:
+                if len(rows):
                     pieces.append(np.asarray(model.embed(X[rows]), dtype=np.float32))
             s = np.asarray(s, dtype=np.float64)
             proba[start:stop] = normalise_rows(s)  # AF-RCL's rows sum to 1 already; GsRCL's are divided by their sum
@@ -404,15 +403,10 @@ def predict_source(
                       embedding, info, novel, graph)
 
 
-def check_neighbours(n) -> int:
-    """0 (off) or a neighbourhood size of at least 2 cells."""
-    try:
-        value = int(n)
-    except (TypeError, ValueError):
-        raise ValueError(f"neighbours must be a whole number of cells (0 = off), not {n!r}") from None
-    if value != n or value < 0 or value == 1:
-        raise ValueError(f"neighbours must be 0 (off) or at least 2 cells, not {n!r}")
-    return value
+def _rows_in(rows: np.ndarray, start: int, stop: int) -> np.ndarray:
+    """The sorted cell indices ``rows`` that fall in the block [start, stop), as positions within it."""
+    lo, hi = np.searchsorted(rows, [start, stop])
+    return rows[lo:hi] - start
 
 
 def query_neighbours(source, kind, *, n_neighbors: int, block_size: int = DEFAULT_BLOCK_SIZE, seed: int = 0,
@@ -436,9 +430,8 @@ def query_neighbours(source, kind, *, n_neighbors: int, block_size: int = DEFAUL
         def blocks(rows=None):
             for start, block in source.iter_blocks(block_size):
                 bar.update(block.shape[0])
-                if rows is not None:  # only these cells (sorted indices) are normalised
-                    lo, hi = np.searchsorted(rows, [start, start + block.shape[0]])
-                    block = block[rows[lo:hi] - start]
+                if rows is not None:  # only these cells are normalised
+                    block = block[_rows_in(rows, start, start + block.shape[0])]
                 yield novelty_input(to_model_input(block, kind))
 
         graph = QueryNeighbours(n_neighbors, seed=seed).fit(blocks, n)

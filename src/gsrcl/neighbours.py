@@ -43,6 +43,17 @@ MIN_CELLS_PER_NEIGHBOUR = 4  # a query needs n_neighbors x this many cells, else
 Blocks = Callable[[np.ndarray | None], Iterable[sp.csr_matrix]]
 
 
+def check_neighbours(n) -> int:
+    """``neighbours`` of prediction: 0 (off) or a neighbourhood size of at least 2 cells."""
+    try:
+        value = int(n)
+    except (TypeError, ValueError):
+        raise ValueError(f"neighbours must be a whole number of cells (0 = off), not {n!r}") from None
+    if value != n or value < 0 or value == 1:
+        raise ValueError(f"neighbours must be 0 (off) or at least 2 cells, not {n!r}")
+    return value
+
+
 def min_cells(n_neighbors: int = N_NEIGHBORS) -> int:
     return int(n_neighbors) * MIN_CELLS_PER_NEIGHBOUR
 

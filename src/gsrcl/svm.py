@@ -15,13 +15,14 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from gsrcl.errors import LabelsError
 
-__all__ = ["PortableSVC", "fit_svc", "quick_score", "PAPER_GRID", "SCORERS"]
+__all__ = ["PortableSVC", "fit_svc", "fit_setting", "quick_score", "PAPER_GRID", "SCORERS"]
 
 log = logging.getLogger("gsrcl.svm")
 
@@ -423,14 +424,7 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
     if ties not in TIE_RULES:
         raise ValueError(f"ties must be one of {TIE_RULES}, got {ties!r}")
     X, y, counts = _check_xy(X, y)
-    if isinstance(distances, np.ndarray):
-        if distances.shape != (X.shape[0], X.shape[0]):
-            raise ValueError(f"distances has shape {distances.shape}, expected ({X.shape[0]}, {X.shape[0]})")
-        D2 = distances
-    elif distances and not sp.issparse(X) and X.shape[0] <= DISTANCE_CELLS_MAX:
-        D2 = squared_distances(X)
-    else:
-        D2 = None
+    D2 = _distance_matrix(X, distances)
     folds = min(int(cv), int(counts.min()))
     if folds < 2:
         log.warning("a cell type has a single cell: no cross-validation, the SVM uses C=1, gamma='scale'")
@@ -452,6 +446,31 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
         best = _best_params(results, ties)
         cv_score = float(np.nanmax(results["mean_test_score"]))
         log.debug("SVC grid: best %s, CV %s %.4f", best, scoring, cv_score)
+    return _fit_setting(X, y, D2, best, seed, probability, cv_score)
+
+
+def fit_setting(X, y, params: Mapping[str, Any], *, seed: int = 0, probability: bool = True,
+                distances: bool | np.ndarray = False) -> PortableSVC:
+    """The RBF SVC of one setting ``params`` (``C``, ``gamma``) on all of X, without a search: what `fit_svc`
+    refits after its grid, for a setting chosen elsewhere (e.g. on a subset of the cells). ``distances`` as
+    `fit_svc`; ``cv_score_`` is NaN."""
+    X, y, _ = _check_xy(X, y)
+    return _fit_setting(X, y, _distance_matrix(X, distances), dict(params), seed, probability, float("nan"))
+
+
+def _distance_matrix(X, distances: bool | np.ndarray) -> np.ndarray | None:
+    """`fit_svc`'s ``distances`` as the matrix to fit on, or None for libsvm's own kernel."""
+    if isinstance(distances, np.ndarray):
+        if distances.shape != (X.shape[0], X.shape[0]):
+            raise ValueError(f"distances has shape {distances.shape}, expected ({X.shape[0]}, {X.shape[0]})")
+        return distances
+    if distances and not sp.issparse(X) and X.shape[0] <= DISTANCE_CELLS_MAX:
+        return squared_distances(X)
+    return None
+
+
+def _fit_setting(X, y, D2: np.ndarray | None, best: dict, seed: int, probability: bool,
+                 cv_score: float) -> PortableSVC:
     if D2 is not None:
         model = _fit_on_distances(X, y, D2, best, seed, probability)
     else:

@@ -54,10 +54,12 @@ def positive_int(text: str) -> int:
 
 
 def neighbourhood(text: str) -> int:
-    value = _number(text, int, "a whole number of cells")
-    if value < 0 or value == 1:
-        raise argparse.ArgumentTypeError(f"{value} must be 0 (off) or at least 2")
-    return value
+    from ..neighbours import check_neighbours
+
+    try:
+        return check_neighbours(_number(text, int, "a whole number of cells"))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def probability(text: str) -> float:

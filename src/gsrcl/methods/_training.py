@@ -447,7 +447,7 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
     the square of the cells: 80 fits) and the chosen setting is then fitted on all cells. ``distances``: the
     grid and the final fit run on one matrix of squared distances (``gsrcl.svm.fit_svc``), for inputs of many
     features; an array is that matrix for ``emb``'s rows, sliced for the grid's subset."""
-    from ..svm import PAPER_GRID, fit_svc
+    from ..svm import PAPER_GRID, fit_setting, fit_svc
 
     smallest = int(np.unique(y, return_counts=True)[1].min())
     folds = max(2, min(int(cv), smallest))
@@ -460,10 +460,8 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
     chosen = fit_svc(emb[sub], y[sub], grid=PAPER_GRID, cv=folds, scoring="mcc", seed=seed, n_jobs=jobs,
                      probability=False, ties=ties,
                      distances=distances[np.ix_(sub, sub)] if isinstance(distances, np.ndarray) else distances)
-    best = dict(chosen.best_params_)
-    final = fit_svc(emb, y, grid={k: [v] for k, v in best.items()}, cv=2, scoring="mcc", seed=seed, n_jobs=1,
-                    distances=distances)
-    final.best_params_, final.cv_score_ = best, chosen.cv_score_
+    final = fit_setting(emb, y, chosen.best_params_, seed=seed, distances=distances)
+    final.cv_score_ = chosen.cv_score_
     return final
 
 
