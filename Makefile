@@ -38,8 +38,9 @@ bench-train: setup
 bench-predict: setup
 	$(VENV)/bin/python benchmarks/predict.py
 
+ACCURACY ?=
 bench-accuracy: setup
-	$(VENV)/bin/python benchmarks/accuracy.py
+	OMP_NUM_THREADS=1 $(VENV)/bin/python benchmarks/accuracy.py $(ACCURACY)
 
 SEEDS ?= --tasks pbmc3k_to_kang --methods afrcl,svm,celltypist --seeds 1111,1112,1113,1114,1115
 bench-seeds: setup

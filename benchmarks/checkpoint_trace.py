@@ -31,19 +31,21 @@ def trace(task_name: str, seed: int) -> list[dict]:
     import torch
 
     import gsrcl.methods.afrcl as af
-    from gsrcl import benchmark as B
+    from gsrcl import train
     from gsrcl.nn import Encoder
     from gsrcl.svm import _fit_quietly, _svc
-    from gsrcl.training import train
     from gsrcl.values import log1p_normalized
+    from harness.inputs import align_to, model_input
+    from harness.metrics import macro_f1
+    from harness.tasks import LABEL, load_config, task_splits
 
-    config = B.load_config(ROOT / "tasks.json")
-    ref, query = B.task_splits(config.tasks[task_name], config.data_dir)[0]
+    config = load_config(ROOT / "tasks.json")
+    ref, query = task_splits(config.tasks[task_name], config.data_dir)[0]
     genes = list(map(str, ref.var_names))
     # the query as prediction gives it to the model: aligned to the reference genes, log1p CP10k
-    Xq = log1p_normalized(B.model_input(ad.AnnData(B.align_to(query.X, query.var, genes))), 1e4)
-    yq = query.obs[B.LABEL].astype(str).to_numpy()
-    known = sorted(set(ref.obs[B.LABEL].astype(str)) & set(yq))
+    Xq = log1p_normalized(model_input(ad.AnnData(align_to(query.X, query.var, genes))), 1e4)
+    yq = query.obs[LABEL].astype(str).to_numpy()
+    known = sorted(set(ref.obs[LABEL].astype(str)) & set(yq))
     seen: dict = {"rows": []}
     originals = (af.AFRCL.fit, Encoder.restrict_inputs, af.encode, af.validation_score)
 
@@ -66,13 +68,13 @@ def trace(task_name: str, seed: int) -> list[dict]:
             X = X[:, seen["keep"]]
         emb_q = originals[2](seen["encoder"], X, torch.device("cpu"))
         svc = _fit_quietly(_svc(0, False, C=1.0, gamma="scale"), emb_tr, y_tr)
-        seen["rows"].append({"validation_mcc": float(score), "query_macro_f1": B.macro_f1(yq, svc.predict(emb_q), known)})
+        seen["rows"].append({"validation_mcc": float(score), "query_macro_f1": macro_f1(yq, svc.predict(emb_q), known)})
         return score
 
     af.AFRCL.fit, Encoder.restrict_inputs, af.encode, af.validation_score = (fit, restrict_inputs, encode,
                                                                               validation_score)
     try:
-        reference = train(ref, labels_key=ref.obs[B.LABEL].astype(str).to_numpy(), method="afrcl",
+        reference = train(ref, labels_key=ref.obs[LABEL].astype(str).to_numpy(), method="afrcl",
                           preset="default", seed=seed, quiet=True, ensemble=1)
     finally:
         af.AFRCL.fit, Encoder.restrict_inputs, af.encode, af.validation_score = originals
@@ -108,10 +110,10 @@ def markdown(store: dict) -> str:
 
 
 def write(store: dict) -> None:
-    from gsrcl import benchmark as B
+    from harness.files import write_json, write_text
 
-    B._write_json(RESULTS, store)
-    B._write_text(RESULTS.with_suffix(".md"), markdown(store))
+    write_json(RESULTS, store)
+    write_text(RESULTS.with_suffix(".md"), markdown(store))
 
 
 def main(argv=None) -> int:

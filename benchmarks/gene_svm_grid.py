@@ -31,10 +31,11 @@ RESULTS = ROOT / "benchmarks" / "results" / "gene_svm_grid.json"
 def main(argv=None) -> int:
     import anndata as ad
 
-    from gsrcl import benchmark as B
-    from gsrcl.methods._training import stratified_subset
+    from gsrcl.methods.labels import stratified_subset
     from gsrcl.svm import PAPER_GRID, fit_svc
     from gsrcl.values import log1p_normalized
+    from harness.files import write_json
+    from harness.inputs import model_input
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cells", type=int, default=800, help="cells of the grid (default 800: a CV fold's training "
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
     labels = adata.obs["cell_type"].astype(str).to_numpy()
     sub = stratified_subset(labels, args.cells, 0)
     sub = np.arange(len(labels)) if sub is None else sub
-    cells = log1p_normalized(B.model_input(adata), 10_000)
+    cells = log1p_normalized(model_input(adata), 10_000)
     rest = np.setdiff1d(np.arange(len(labels)), sub)
     X, held_out = cells[sub].toarray().astype(np.float64), cells[rest].toarray().astype(np.float64)
     labels = labels[sub]
@@ -71,11 +72,11 @@ def main(argv=None) -> int:
               f"within {row['max_probability_difference']:.1e}", flush=True)
     total = [sum(r[k] for r in rows) for k in ("seconds_libsvm", "seconds_distances")]
     print(f"all {len(rows)} tasks: libsvm {total[0]:.1f} s, distances {total[1]:.2f} s, x{total[0] / total[1]:.1f}")
-    B._write_json(RESULTS, {"command": " ".join(["python", *sys.argv]), "cells": int(X.shape[0]),
-                            "genes": int(X.shape[1]), "threads": os.environ.get("OMP_NUM_THREADS"),
-                            "platform": platform.platform(), "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
-                            "tasks": rows, "seconds_libsvm": total[0], "seconds_distances": total[1],
-                            "ratio": total[0] / total[1]})
+    write_json(RESULTS, {"command": " ".join(["python", *sys.argv]), "cells": int(X.shape[0]),
+                         "genes": int(X.shape[1]), "threads": os.environ.get("OMP_NUM_THREADS"),
+                         "platform": platform.platform(), "finished": dt.datetime.now(dt.timezone.utc).isoformat(),
+                         "tasks": rows, "seconds_libsvm": total[0], "seconds_distances": total[1],
+                         "ratio": total[0] / total[1]})
     return 0
 
 

@@ -5,7 +5,7 @@ only, on the genes only, the choice between them (the gene SVM where its validat
 One GsRCL model per task and seed is trained with ``gene_svm="pool"`` (which fits both SVMs for every type and
 records both validation scores); the other rules are that model with some of its SVMs left out, so the comparison
 is paired: the encoders, the checkpoints and each SVM are the same in every column. Every variant annotates the
-query as ``gsrcl benchmark`` does (``gsrcl.annotate``, p = 0.5) and is scored with its macro-F1 over the known
+query as ``benchmarks/accuracy.py`` does (``gsrcl.annotate``, p = 0.5) and is scored with its macro-F1 over the known
 types (Unassigned counts as wrong) and, for tasks with unseen types, the AUROC of conf_score. Results accumulate in
 ``benchmarks/results/gene_svm_pool.{json,md}`` (a rerun of a task and seed replaces its entry)::
 
@@ -23,7 +23,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gsrcl import benchmark as B
+from harness.files import write_json, write_text
+from harness.inputs import align_to
+from harness.measure import now
+from harness.methods import make_method
+from harness.metrics import as_text, macro_f1, unseen_auroc
+from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 RULES = ("encoder", "genes", "chosen", "pool")
@@ -50,19 +55,19 @@ def run_task(task, data_dir: str, seed: int) -> list[dict]:
     import anndata as ad
     import pandas as pd
 
-    from gsrcl.annotation import annotate
+    from gsrcl import annotate
 
     out = []
-    for ref, query in B.task_splits(task, data_dir):
-        est = B.make_method("gsrcl", seed=seed, overrides={"gene_svm": "pool"})
+    for ref, query in task_splits(task, data_dir):
+        est = make_method("gsrcl", seed=seed, overrides={"gene_svm": "pool"})
         t0 = time.perf_counter()
-        est.fit(ref, ref.obs[B.LABEL].to_numpy())
+        est.fit(ref, ref.obs[LABEL].to_numpy())
         fit_seconds = time.perf_counter() - t0
         reference, model = est.reference_, est.reference_.model
         genes = list(reference.genes)
-        q = ad.AnnData(B.align_to(query.X, query.var, genes), obs=pd.DataFrame(index=query.obs_names),
+        q = ad.AnnData(align_to(query.X, query.var, genes), obs=pd.DataFrame(index=query.obs_names),
                        var=pd.DataFrame(index=pd.Index(genes)))
-        y = B._as_str(query.obs[B.LABEL])
+        y = as_text(query.obs[LABEL])
         known = sorted(set(reference.cell_types))
         split = {"fit_seconds": fit_seconds, "validation": {
             t: {"encoder": v["encoder_score"], "genes": v["gene_score"]} for t, v in model.validation_["tasks"].items()},
@@ -71,9 +76,9 @@ def run_task(task, data_dir: str, seed: int) -> list[dict]:
             model.svcs_, model.task_encoder_, model.gene_svcs_ = svcs, task_encoder, gene_svcs
             model._set_positive_columns()
             obs = annotate(q, reference, quiet=True).obs
-            pred = B._as_str(obs["predicted_labels"])
-            metrics = {"macro_f1": B.macro_f1(y, pred, known)}
-            auroc = B.unseen_auroc(y, obs["conf_score"].to_numpy(float), known)
+            pred = as_text(obs["predicted_labels"])
+            metrics = {"macro_f1": macro_f1(y, pred, known)}
+            auroc = unseen_auroc(y, obs["conf_score"].to_numpy(float), known)
             if auroc is not None:
                 metrics["unseen_auroc"] = auroc
             split["rules"][rule] = metrics
@@ -124,7 +129,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=str(RESULTS), help="folder of gene_svm_pool.{json,md} (default benchmarks/results)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    config = B.load_config(args.config or Path(__file__).resolve().parent / "tasks.json", args.data)
+    config = load_config(args.config or DEFAULT_CONFIG, args.data)
     out = Path(args.out)
     path = out / "gene_svm_pool.json"
     results = json.loads(path.read_text()) if path.exists() else {"entries": {}}
@@ -132,11 +137,11 @@ def main(argv=None) -> int:
         for seed in map(int, args.seeds.split(",")):
             splits = run_task(config.tasks[name], str(config.data_dir), seed)
             results["entries"][f"{name}|{seed}"] = {"task": name, "seed": seed, "splits": splits,
-                                                    "finished": B._now(), "command": " ".join(sys.argv)}
+                                                    "finished": now(), "command": " ".join(sys.argv)}
             print(name, seed, {r: round(mean_f1(splits, r), 4) for r in RULES}, flush=True)
             out.mkdir(parents=True, exist_ok=True)
-            B._write_json(path, results)
-            B._write_text(out / "gene_svm_pool.md", markdown(results))
+            write_json(path, results)
+            write_text(out / "gene_svm_pool.md", markdown(results))
     return 0
 
 

@@ -25,8 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gsrcl import benchmark as B
-from gsrcl.novelty import NoveltyModel, novelty_input
+from gsrcl.model_input import ModelInput
+from gsrcl.novelty import NoveltyModel
+from harness.files import write_json, write_text
+from harness.inputs import align_to, model_input
+from harness.measure import now
+from harness.metrics import unseen_auroc
+from harness.runner import query_neighbourhoods
+from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MIN_UNSEEN = 10  # a split whose unseen cells are fewer is left out: its AUROC would rest on a handful of cells
@@ -37,34 +43,34 @@ def scores(ref, query) -> dict[str, np.ndarray]:
     from sklearn.svm import LinearSVC
 
     genes = list(map(str, ref.var_names))
-    Xr, Xq = B.model_input(ref), B.align_to(B.model_input(query), query.var, genes)
-    yr = ref.obs[B.LABEL].astype(str).to_numpy()
+    Xr, Xq = model_input(ref), align_to(model_input(query), query.var, genes)
+    yr = ref.obs[LABEL].astype(str).to_numpy()
     novelty = NoveltyModel()
-    novelty._fit_space(novelty_input(Xr), yr)  # the held-out calibration only rescales: the ranking is the same
+    novelty._fit_space(ModelInput("log1p").novelty_input(Xr), yr)  # the held-out calibration only rescales: the ranking is the same
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         svm = LinearSVC(random_state=0).fit(Xr, yr)
     decision = svm.decision_function(Xq)
     top = decision.max(axis=1) if decision.ndim == 2 else np.abs(decision)
-    return {"novelty": -novelty._distance(novelty._project(novelty_input(Xq))), "svm": top}
+    return {"novelty": -novelty._distance(novelty._project(ModelInput("log1p").novelty_input(Xq))), "svm": top}
 
 
 def run(tasks: list[str]) -> dict:
-    config = B.load_config(Path(__file__).resolve().parent / "tasks.json")
+    config = load_config(DEFAULT_CONFIG)
     rows, graph_seconds = [], {}
     for name in tasks:
         task = config.tasks[name]
-        ref_all, query = B.task_splits(task, config.data_dir)[0]
+        ref_all, query = task_splits(task, config.data_dir)[0]
         t0 = time.perf_counter()
-        graph = B.query_neighbourhoods(query, list(map(str, ref_all.var_names)))
+        graph = query_neighbourhoods(query, list(map(str, ref_all.var_names)))
         graph_seconds[name] = time.perf_counter() - t0
-        yq = query.obs[B.LABEL].astype(str).to_numpy()
-        types = sorted(set(ref_all.obs[B.LABEL].astype(str)))
+        yq = query.obs[LABEL].astype(str).to_numpy()
+        types = sorted(set(ref_all.obs[LABEL].astype(str)))
         for removed in [None, *types]:
             if removed is None and not task.unseen:
                 continue
-            ref = ref_all if removed is None else ref_all[ref_all.obs[B.LABEL].astype(str) != removed].copy()
-            known_types = sorted(set(ref.obs[B.LABEL].astype(str)))
+            ref = ref_all if removed is None else ref_all[ref_all.obs[LABEL].astype(str) != removed].copy()
+            known_types = sorted(set(ref.obs[LABEL].astype(str)))
             if len(known_types) < 2:
                 continue
             known = np.isin(yq, known_types)
@@ -73,12 +79,12 @@ def run(tasks: list[str]) -> dict:
             row = {"task": name, "removed": removed or "(none)", "n_known": int(known.sum()),
                    "n_unseen": int((~known).sum())}
             for score, values in scores(ref, query).items():
-                row[score] = B.unseen_auroc(yq, values, known_types)
-                row[f"{score}_neighbourhood"] = B.unseen_auroc(yq, graph.smooth(values), known_types)
+                row[score] = unseen_auroc(yq, values, known_types)
+                row[f"{score}_neighbourhood"] = unseen_auroc(yq, graph.smooth(values), known_types)
             rows.append(row)
             print(json.dumps(row), flush=True)
     return {"command": "OMP_NUM_THREADS=1 .venv/bin/python benchmarks/neighbourhoods.py " + " ".join(sys.argv[1:]),
-            "created": B._now(), "rows": rows, "neighbourhood_seconds": graph_seconds}
+            "created": now(), "rows": rows, "neighbourhood_seconds": graph_seconds}
 
 
 def markdown(result: dict) -> str:
@@ -106,8 +112,8 @@ def main() -> None:
     args = parser.parse_args()
     result = run(args.tasks.split(","))
     args.out.mkdir(parents=True, exist_ok=True)
-    B._write_json(args.out / "neighbourhoods.json", result)
-    B._write_text(args.out / "neighbourhoods.md", markdown(result))
+    write_json(args.out / "neighbourhoods.json", result)
+    write_text(args.out / "neighbourhoods.md", markdown(result))
     print(markdown(result))
 
 

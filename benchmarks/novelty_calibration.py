@@ -25,9 +25,14 @@ from pathlib import Path
 
 import numpy as np
 
-from gsrcl import benchmark as B
-from gsrcl.novelty import NoveltyModel, novelty_input
+from gsrcl.model_input import ModelInput
+from gsrcl.novelty import NoveltyModel
+from gsrcl.values import CP10K
 from gsrcl.values import log1p_normalized
+from harness import inputs
+from harness.files import write_json, write_text
+from harness.measure import environment, now
+from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PERCENTILES = (95.0, 99.0, 99.5, 99.9)
@@ -35,23 +40,24 @@ PERCENTILES = (95.0, 99.0, 99.5, 99.9)
 
 def model_input(adata, genes):
     """The cells on ``genes`` as the default preset's model input (log1p CP10k over those genes)."""
-    return log1p_normalized(B.align_to(B.model_input(adata), adata.var, genes), 1e4)
+    return log1p_normalized(inputs.align_to(inputs.model_input(adata), adata.var, genes), 1e4)
 
 
 def measure(ref, query) -> dict:
     genes = list(map(str, ref.var_names))
     Xr, Xq = model_input(ref, genes), model_input(query, genes)
-    yr = ref.obs[B.LABEL].astype(str).to_numpy()
-    yq = query.obs[B.LABEL].astype(str).to_numpy()
+    yr = ref.obs[LABEL].astype(str).to_numpy()
+    yq = query.obs[LABEL].astype(str).to_numpy()
     t0 = time.perf_counter()
     baseline = NoveltyModel()
-    Nr = novelty_input(Xr, cp10k=True)
+    cp10k = ModelInput("log1p", library_size=CP10K)  # the model input is log1p CP10k already
+    Nr = cp10k.novelty_input(Xr)
     baseline._fit_space(Nr, yr)  # the space alone: what the in-sample rule fitted
     in_sample = baseline._distance(baseline._project(Nr))
     t1 = time.perf_counter()
-    model = NoveltyModel().fit(Xr, yr, cp10k=True)
+    model = NoveltyModel().fit(Xr, yr, cp10k)
     t2 = time.perf_counter()
-    distance = model.score(Xq, cp10k=True) * model.median_  # the same space as the baseline's (same cells, seed)
+    distance = model.score(Xq, cp10k) * model.median_  # the same space as the baseline's (same cells, seed)
     known = np.isin(yq, np.unique(yr))
     return {"n_ref": len(yr), "n_known": int(known.sum()), "n_unseen": int((~known).sum()),
             "seconds": {"in-sample": t1 - t0, "held-out": t2 - t1},
@@ -109,22 +115,22 @@ def main(argv=None) -> int:
     ap.add_argument("--data", default=None, help="data folder (default: the config's)")
     ap.add_argument("--out", default=str(RESULTS), help="folder of novelty_calibration.{json,md}")
     args = ap.parse_args(argv)
-    config = B.load_config(args.config or Path(__file__).resolve().parent / "tasks.json", args.data)
+    config = load_config(args.config or DEFAULT_CONFIG, args.data)
     names = args.tasks.split(",") if args.tasks else list(config.tasks)
     unknown = [t for t in names if t not in config.tasks]
     if unknown:
         print(f"error: unknown task {', '.join(unknown)}; tasks: {', '.join(config.tasks)}", file=sys.stderr)
         return 2
     results = {"command": "python benchmarks/novelty_calibration.py" + (f" --tasks {args.tasks}" if args.tasks else ""),
-               "created": B._now(), "environment": B._environment(), "tasks": {}}
+               "created": now(), "environment": environment(), "tasks": {}}
     for name in names:
         task = config.tasks[name]
-        results["tasks"][name] = pooled([measure(ref, query) for ref, query in B.task_splits(task, config.data_dir)])
+        results["tasks"][name] = pooled([measure(ref, query) for ref, query in task_splits(task, config.data_dir)])
         print(name, json.dumps(results["tasks"][name]["cut"]["held-out"]["99.0"]), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    B._write_json(out / "novelty_calibration.json", results)
-    B._write_text(out / "novelty_calibration.md", markdown(results))
+    write_json(out / "novelty_calibration.json", results)
+    write_text(out / "novelty_calibration.md", markdown(results))
     print(markdown(results))
     return 0
 

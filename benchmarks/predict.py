@@ -113,7 +113,7 @@ def _vmhwm() -> int:
 def worker_train(method: str, refdir: Path, epochs: int) -> dict:
     import anndata as ad
 
-    from gsrcl.training import train
+    from gsrcl import train
 
     adata = ad.read_h5ad(SOURCE)
     t0 = time.perf_counter()
@@ -123,8 +123,8 @@ def worker_train(method: str, refdir: Path, epochs: int) -> dict:
 
 
 def worker_gsrcl(query: Path, ref: Path, out: Path, block_size: int, plot: bool, neighbours: int | None = None) -> dict:
-    from gsrcl.annotation import predict_files
-    from gsrcl.reference import Reference
+    from gsrcl import Reference
+    from gsrcl.outputs import predict_files
 
     base = _vmhwm()
     t0 = time.perf_counter()
@@ -138,16 +138,28 @@ def worker_gsrcl(query: Path, ref: Path, out: Path, block_size: int, plot: bool,
 
 
 def worker_neighbours(query: Path, ref: Path, block_size: int) -> dict:
-    """The query neighbourhoods alone (``gsrcl.annotation.query_neighbours``): no prediction."""
-    from gsrcl.annotation import prepare, query_neighbours
+    """The query neighbourhoods alone, found as prediction finds them (its variance pass included): no
+    prediction."""
+    from gsrcl import Reference
     from gsrcl.io import open_query
-    from gsrcl.reference import Reference
+    from gsrcl.neighbours import QueryNeighbours
+    from gsrcl.model_input import log1p_cp10k
+    from gsrcl.predict import prepare, rows_in
 
     base = _vmhwm()
     t0 = time.perf_counter()
     source = open_query(query)
     kind = prepare(source, Reference.load(ref)).kind
-    graph, record = query_neighbours(source, kind, n_neighbors=15, block_size=block_size, quiet=True)
+
+    def blocks(rows=None):
+        for start, block in source.iter_blocks(block_size):
+            if rows is not None:
+                block = block[rows_in(rows, start, start + block.shape[0])]
+            yield log1p_cp10k(block, kind)
+
+    t1 = time.perf_counter()
+    graph = QueryNeighbours(15).fit(blocks, int(source.n_obs))
+    record = {"applied": True, **graph.record(), "seconds": round(time.perf_counter() - t1, 2)}
     return {"seconds": time.perf_counter() - t0, "seconds_neighbours": record.get("seconds", 0.0),
             "cells": int(source.n_obs), "peak_rss_self": _vmhwm(), "rss_after_imports": base, "record": record}
 

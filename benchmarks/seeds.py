@@ -1,5 +1,5 @@
 """How much the accuracy benchmark's numbers move with the seed: every task x method x seed asked for, scored as
-``gsrcl benchmark`` scores it (``gsrcl.benchmark.run_job`` / ``score_job``), with the mean, standard deviation and
+``benchmarks/accuracy.py`` scores it (``harness.runner.run_job`` / ``score_job``), with the mean, standard deviation and
 worst seed per task and method next to the best baseline's mean.
 
 One run of a small reference is one draw: GsRCL and AF-RCL start from random weights and batches, so a single seed
@@ -29,7 +29,12 @@ from pathlib import Path
 
 import numpy as np
 
-from gsrcl import benchmark as B
+from harness.files import write_json, write_text
+from harness.measure import now
+from harness.methods import BASELINES, METHOD_NAMES, OURS
+from harness.report import TARGET_MARGIN
+from harness.runner import run_isolated, run_job, score_job
+from harness.tasks import DEFAULT_CONFIG, load_config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 METRICS = ("macro_f1", "macro_f1_best", "unseen_auroc", "unseen_auroc_novelty_score", "unseen_auroc_unseen_score",
@@ -64,15 +69,15 @@ def run(task_names, methods, seeds, config, out: Path, isolate: bool = True, ove
         for method in methods:
             for seed in seeds:
                 t0 = time.perf_counter()
-                job = (B._run_isolated if isolate else B.run_job)(task, str(config.data_dir), method, seed, False,
-                                                                   overrides)
-                entry = B.score_job(job)
+                job = (run_isolated if isolate else run_job)(task, str(config.data_dir), method, seed, False,
+                                                              overrides)
+                entry = score_job(job)
                 row = label(method, overrides)
                 results["entries"][f"{name}|{row}|{seed}"] = {
                     "task": name, "method": row, "seed": seed, **({"settings": overrides} if overrides else {}),
                     "metrics": {k: entry["metrics"].get(k) for k in METRICS if entry["metrics"].get(k) is not None},
                     "fit_seconds": float(sum(entry["fit_seconds"])), "wall_seconds": time.perf_counter() - t0,
-                    "finished": B._now(), "threads": os.environ.get("OMP_NUM_THREADS"),
+                    "finished": now(), "threads": os.environ.get("OMP_NUM_THREADS"),
                 }
                 print(f"{name} {row} seed {seed}: macro-F1 {entry['metrics']['macro_f1']:.4f}", flush=True)
                 write(results, out)  # after every run, so an interrupted sweep keeps what it finished
@@ -97,22 +102,22 @@ def _stats(values) -> str:
 
 def markdown(results: dict) -> str:
     lines = ["# Seed spread of the accuracy benchmark", "",
-             "Each task x method trained and scored as `gsrcl benchmark` does, once per seed; mean ± standard "
+             "Each task x method trained and scored as `benchmarks/accuracy.py` does, once per seed; mean ± standard "
              "deviation (worst seed) over the seeds. `needed`: the best baseline's mean macro-F1 minus 0.005, the "
              "target of the accuracy benchmark. Made with `benchmarks/seeds.py` (commands in the JSON's entries: "
              "task, method, seed, threads): `OMP_NUM_THREADS=1 python benchmarks/seeds.py --tasks TASK --methods "
              "METHOD --seeds SEEDS` for each row.", ""]
     lines += [f"- {note}" for note in results.get("notes", [])] + ([""] if results.get("notes") else [])
     for task, methods in summary(results).items():
-        base = [np.mean(m["macro_f1"]) for name, m in methods.items() if name in B.BASELINES]
-        needed = max(base) - B.TARGET_MARGIN if base else None
+        base = [np.mean(m["macro_f1"]) for name, m in methods.items() if name in BASELINES]
+        needed = max(base) - TARGET_MARGIN if base else None
         lines += [f"## {task}", "", "| method | seeds | macro-F1 | macro-F1 without rejection | unseen AUROC "
                   "(conf_score / novelty_score / unseen_score) | meets `needed` on the mean |",
                   "|---|---|---|---|---|---|"]
         for name, m in methods.items():
             auc = " / ".join(_stats(m[k]).split(" ")[0] for k in ("unseen_auroc", "unseen_auroc_novelty_score",
                                                                     "unseen_auroc_unseen_score") if k in m) or "-"
-            meets = "-" if needed is None or name in B.BASELINES else (
+            meets = "-" if needed is None or name in BASELINES else (
                 f"{'yes' if np.mean(m['macro_f1']) >= needed else 'no'} (needed {needed:.4f})")
             lines.append(f"| {name} | {', '.join(map(str, m['seeds']))} | {_stats(m['macro_f1'])} | "
                          f"{_stats(m['macro_f1_best']) if 'macro_f1_best' in m else '-'} | {auc} | {meets} |")
@@ -122,8 +127,8 @@ def markdown(results: dict) -> str:
 
 def write(results: dict, out: Path) -> None:
     out.mkdir(parents=True, exist_ok=True)
-    B._write_json(out / "seeds.json", results)
-    B._write_text(out / "seeds.md", markdown(results) + "\n")
+    write_json(out / "seeds.json", results)
+    write_text(out / "seeds.md", markdown(results) + "\n")
 
 
 def main(argv=None) -> int:
@@ -139,12 +144,12 @@ def main(argv=None) -> int:
                     help="train gsrcl/afrcl with this hyperparameter instead of the preset's (value as JSON); repeatable")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    config = B.load_config(args.config or Path(__file__).resolve().parent / "tasks.json", args.data)
+    config = load_config(args.config or DEFAULT_CONFIG, args.data)
     tasks, methods = args.tasks.split(","), args.methods.split(",")
-    unknown = [t for t in tasks if t not in config.tasks] + [m for m in methods if m not in B.METHOD_NAMES]
+    unknown = [t for t in tasks if t not in config.tasks] + [m for m in methods if m not in METHOD_NAMES]
     if unknown:
         print(f"error: unknown task or method {', '.join(unknown)}; tasks: {', '.join(config.tasks)}; methods: "
-              f"{', '.join(B.METHOD_NAMES)}", file=sys.stderr)
+              f"{', '.join(METHOD_NAMES)}", file=sys.stderr)
         return 2
     seeds = [int(s) for s in args.seeds.split(",")]
     try:
@@ -152,8 +157,8 @@ def main(argv=None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    if overrides and set(methods) - set(B.OURS):
-        print(f"error: --set is for {', '.join(B.OURS)} only: run the baselines without it", file=sys.stderr)
+    if overrides and set(methods) - set(OURS):
+        print(f"error: --set is for {', '.join(OURS)} only: run the baselines without it", file=sys.stderr)
         return 2
     run(tasks, methods, seeds, config, Path(args.out), isolate=not args.in_process, overrides=overrides)
     return 0

@@ -107,7 +107,7 @@ def run_job(job: dict) -> dict:
     import torch
 
     torch.set_num_threads(job["threads"])
-    from gsrcl.training import train
+    from gsrcl import train
 
     overrides = dict(job.get("set") or {})
     out: dict = {"job": job}

@@ -31,8 +31,8 @@ RESULTS = ROOT / "benchmarks" / "results" / "train_step.json"
 def _cells():
     import anndata as ad
 
-    from gsrcl.benchmark import model_input
     from gsrcl.values import log1p_normalized
+    from harness.inputs import model_input
 
     adata = ad.read_h5ad(DATA)
     X = log1p_normalized(model_input(adata), 10_000)  # log1p CP10k, as the default presets train
@@ -44,13 +44,14 @@ def _stepper(method: str, X, y, seed: int = 0):
     """A function doing one optimiser step on a random batch, as the method's default preset trains."""
     import torch
 
-    from gsrcl.methods import afrcl, gsrcl
-    from gsrcl.methods._training import adam, sparse_tensor
+    from gsrcl.methods.encoding import sparse_tensor
+    from gsrcl.methods.presets import as_dict, get_preset
+    from gsrcl.methods.session import adam
     from gsrcl.nn import Encoder, ProjectionHead, afrcl_loss, nt_xent
 
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    p = (afrcl if method == "afrcl" else gsrcl).PRESETS["default"]
+    p = as_dict(get_preset(method, "default").params)
     encoder = Encoder(X.shape[1], p["hidden"], p["out"], batch_norm=method == "afrcl")
     head = ProjectionHead(p["out"], p["head"][:-1], p["head"][-1], batch_norm=method == "afrcl")
     opt = adam(list(encoder.parameters()) + list(head.parameters()), p["lr"], p["weight_decay"],
@@ -88,9 +89,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from gsrcl import benchmark as B
     from gsrcl.nn import flush_denormals
-    from gsrcl.nn.allocator import malloc_tunable, reuse_large_allocations
+    from gsrcl.nn.allocator import allow_malloc_tuning, malloc_tunable, reuse_large_allocations
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--threads", type=int, default=2)
@@ -104,6 +104,7 @@ def main(argv=None) -> int:
         raise SystemExit("the allocator is not glibc's, or malloc is tuned in the environment: nothing to compare")
     torch.set_num_threads(args.threads)
     flush_denormals()
+    allow_malloc_tuning()  # this script owns its process, as the gsrcl command does
     X, y = _cells()
     rows = {}
     for method in args.methods.split(","):
@@ -129,7 +130,9 @@ def main(argv=None) -> int:
     }
     store = json.loads(RESULTS.read_text()) if RESULTS.exists() else {"runs": {}}
     store["runs"][f"threads={args.threads}"] = record
-    B._write_json(RESULTS, store)
+    from harness.files import write_json
+
+    write_json(RESULTS, store)
     return 0
 
 

@@ -7,12 +7,15 @@ from pathlib import Path
 
 import anndata as ad
 import numpy as np
+import pandas as pd
 import pytest
+import scipy.sparse as sp
 
-from gsrcl.annotation import UNASSIGNED, annotate, assign_labels, check_p, normalise_rows, probabilities
+import gsrcl
+from gsrcl.annotation import UNASSIGNED, annotate, prob_column, probabilities
 from gsrcl.errors import GeneOverlapError, ValuesError
+from gsrcl.cutoff import assign_labels, check_p, normalise_rows
 from gsrcl.reference import Reference
-from tests.test_predict_cli import query_file, tiny_references
 
 TYPES = ["A", "B", "C"]
 
@@ -51,15 +54,16 @@ def test_assign_labels_checks_shapes_and_p():
 
 
 @pytest.fixture(scope="module")
-def refdir(tmp_path_factory):
-    return tiny_references(tmp_path_factory)
+def refdir(cellbench_refdir):
+    return cellbench_refdir
 
 
 @pytest.fixture(scope="module")
-def q(tmp_path_factory):
-    return ad.read_h5ad(query_file(tmp_path_factory))
+def q(cellbench_query):
+    return ad.read_h5ad(cellbench_query())
 
 
+@pytest.mark.realdata
 def test_annotate_returns_an_annotated_copy_and_leaves_the_input_alone(refdir, q):
     before = (q.X.copy(), q.obs.copy(), dict(q.uns), set(q.obsm))
     ref = Reference.load(Path(refdir) / "afrcl")
@@ -77,6 +81,7 @@ def test_annotate_returns_an_annotated_copy_and_leaves_the_input_alone(refdir, q
     assert (out.obs["cell_type"] == q.obs["cell_type"]).all()
 
 
+@pytest.mark.realdata
 def test_gsrcl_probabilities_are_the_models_and_the_raw_cutoff_uses_max_raw_score(refdir, q):
     ref = Reference.load(Path(refdir) / "gsrcl")
     out = annotate(q, ref, p=0.5, quiet=True)
@@ -101,6 +106,7 @@ def test_gsrcl_probabilities_are_the_models_and_the_raw_cutoff_uses_max_raw_scor
     assert strict.uns["gsrcl"]["cutoff"]["raw_cutoff"]
 
 
+@pytest.mark.realdata
 def test_small_blocks_give_the_same_result(refdir, q):
     ref = Path(refdir) / "gsrcl"  # a path works as well as a loaded reference
     one = annotate(q, ref, quiet=True)
@@ -109,6 +115,7 @@ def test_small_blocks_give_the_same_result(refdir, q):
     assert (many.obs["predicted_labels"] == one.obs["predicted_labels"]).all()
 
 
+@pytest.mark.realdata
 def test_log_modes(refdir, q, caplog):
     ref = Reference.load(Path(refdir) / "afrcl")
     auto = annotate(q, ref, quiet=True)
@@ -125,6 +132,7 @@ def test_log_modes(refdir, q, caplog):
         annotate(scaled, ref, quiet=True)
 
 
+@pytest.mark.realdata
 def test_plot_stores_tsne_of_a_seeded_subset(refdir, q, tmp_path):
     out = annotate(q, Path(refdir) / "afrcl", plot=tmp_path / "t.svg", tsne_cells=50, quiet=True)
     xy = out.obsm["X_tsne"]
@@ -137,6 +145,7 @@ def test_plot_stores_tsne_of_a_seeded_subset(refdir, q, tmp_path):
     assert (tmp_path / "t.svg").stat().st_size > 0
 
 
+@pytest.mark.realdata
 def test_too_few_shared_genes_raise_gene_overlap_error(refdir, q):
     sub = q[:, :200].copy()
     sub.var = sub.var[[]]  # no gene_ids column, which would match renamed genes by id
@@ -145,18 +154,97 @@ def test_too_few_shared_genes_raise_gene_overlap_error(refdir, q):
         annotate(sub, Path(refdir) / "afrcl", quiet=True)
 
 
-def test_one_pass_scores_and_embedding_give_the_same_result(refdir, q):
-    ref = Reference.load(Path(refdir) / "afrcl")
-    two = annotate(q, ref, plot=True, quiet=True)
+def _model_input(q, ref):
+    from gsrcl.io.source import QuerySource
+    from gsrcl.predict import model_input, prepare
+
+    source = QuerySource.from_anndata(q)
+    prep = prepare(source, ref)
+    return model_input(sp.csr_matrix(q.X), prep, ref)
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("method", ["afrcl", "gsrcl"])
+def test_the_tsne_sample_is_encoded_in_the_scoring_pass(refdir, q, method):
+    ref = Reference.load(Path(refdir) / method)
     model = ref.model
-    calls = []
+    Xm = _model_input(q, ref)
+    rows = np.array([0, 3, 50, q.n_obs - 1])
+    scores, emb = model.predict_scores_and_embed(Xm, rows)
+    np.testing.assert_array_equal(scores, model.predict_scores(Xm))
+    np.testing.assert_allclose(emb, model.embed(Xm[rows]), rtol=1e-5, atol=1e-6)
+    with_plot = annotate(q, ref, plot=True, quiet=True)
 
-    def both(X):
-        calls.append(X.shape[0])
-        return model.predict_scores(X), model.embed(X)
+    def second_pass(X):
+        raise AssertionError("the t-SNE sample was encoded a second time")
 
-    model.predict_scores_and_embed = both  # the optional one-pass method an estimator may offer
-    one = annotate(q, ref, plot=True, quiet=True)
-    assert sum(calls) == q.n_obs
-    np.testing.assert_allclose(one.obsm["probabilities"], two.obsm["probabilities"], rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(one.obsm["X_tsne"], two.obsm["X_tsne"], rtol=1e-5, atol=1e-6)
+    model.embed = second_pass
+    again = annotate(q, ref, plot=True, quiet=True)
+    assert np.isfinite(again.obsm["X_tsne"]).all()
+    np.testing.assert_array_equal(again.obsm["X_tsne"], with_plot.obsm["X_tsne"])
+
+
+@pytest.mark.realdata
+def test_the_query_is_read_once_for_prediction_and_twice_for_neighbourhoods(refdir, q, monkeypatch):
+    from gsrcl.io.source import QuerySource
+
+    reads = []
+    original = QuerySource.iter_blocks
+
+    def counting(self, block_size=10_000):
+        reads.append(block_size)
+        return original(self, block_size)
+
+    monkeypatch.setattr(QuerySource, "iter_blocks", counting)
+    out = annotate(q, Path(refdir) / "afrcl", block_size=50, quiet=True)
+    assert out.uns["gsrcl"]["neighbours"]["applied"]
+    # the value sniff reads the first rows only (one block of them); prediction, covariance, projection
+    assert reads == [min(q.n_obs, 5000), 50, 50, 50]
+    reads.clear()
+    annotate(q, Path(refdir) / "afrcl", block_size=50, neighbours=0, quiet=True)
+    assert reads == [min(q.n_obs, 5000), 50]
+
+
+@pytest.mark.realdata
+def test_insert_prob_adds_one_column_per_type(refdir, q):
+    ref = Reference.load(Path(refdir) / "gsrcl")
+    plain = annotate(q, ref, quiet=True)
+    assert not any(c.startswith("prob_") for c in plain.obs)
+    out = annotate(q, ref, insert_prob=True, quiet=True)
+    P = gsrcl.probabilities(out)  # the top-level name
+    for t in ref.cell_types:
+        np.testing.assert_allclose(out.obs[prob_column(t)], P[t].to_numpy(), rtol=1e-6)
+    assert out.uns["gsrcl"]["params"]["insert_prob"]
+    assert prob_column("CD4+/CD25 T Reg") == "prob_CD4+_CD25 T Reg"
+
+
+@pytest.mark.realdata
+@pytest.mark.parametrize("kind", ["dense", "csc"])
+def test_a_dense_or_csc_query_gives_the_same_result(refdir, q, kind):
+    ref = Reference.load(Path(refdir) / "afrcl")
+    other = q.copy()
+    other.X = q.X.toarray() if kind == "dense" else sp.csc_matrix(q.X)
+    a = annotate(q, ref, neighbours=0, quiet=True)
+    b = annotate(other, ref, neighbours=0, quiet=True)
+    np.testing.assert_array_equal(a.obsm["probabilities"], b.obsm["probabilities"])
+
+
+def test_query_source_from_anndata():
+    from gsrcl.io.source import QuerySource
+
+    X = np.arange(12, dtype=np.float64).reshape(4, 3)
+    adata = ad.AnnData(X=X, obs=pd.DataFrame({"batch": list("abab")}, index=[f"c{i}" for i in range(4)]),
+                       var=pd.DataFrame(index=["g1", "g2", "g3"]))
+    source = QuerySource.from_anndata(adata)
+    assert source.shape == (4, 3) and source.format == "anndata" and list(source.obs_names) == ["c0", "c1", "c2", "c3"]
+    blocks = list(source.iter_blocks(3))
+    assert [start for start, _ in blocks] == [0, 3]
+    assert all(sp.isspmatrix_csr(b) and b.dtype == np.float32 for _, b in blocks)
+    np.testing.assert_array_equal(sp.vstack([b for _, b in blocks]).toarray(), X)
+    assert list(source.obs()["batch"]) == list("abab")
+    adata.X[0, 0] = np.nan
+    with pytest.raises(ValuesError):
+        list(QuerySource.from_anndata(adata).iter_blocks(2))
+    empty = ad.AnnData(obs=pd.DataFrame(index=["a", "b"]), var=pd.DataFrame(index=["g"]))
+    with pytest.raises(ValuesError, match="no X"):
+        list(QuerySource.from_anndata(empty).iter_blocks(2))

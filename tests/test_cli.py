@@ -10,13 +10,15 @@ import pytest
 from gsrcl import errors
 from gsrcl.cli import COMMANDS, build_parser, main
 from gsrcl.reference import list_references, resolve
-from tests.conftest import ROOT
-
-README = (ROOT / "README.md").read_text()
 
 
-def test_every_exit_code_is_documented_once_with_its_meaning():
-    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", README, flags=re.M))
+@pytest.fixture(scope="module")
+def readme(repo_root) -> str:
+    return (repo_root / "README.md").read_text()
+
+
+def test_every_exit_code_is_documented_once_with_its_meaning(readme):
+    table = dict(re.findall(r"^\| (\d+) \| (.+?) \|$", readme, flags=re.M))
     codes = {cls.exit_code for cls in errors.ALL_ERRORS}
     assert codes <= {int(c) for c in table}, sorted(codes - {int(c) for c in table})
     for cls in errors.ALL_ERRORS:
@@ -24,12 +26,12 @@ def test_every_exit_code_is_documented_once_with_its_meaning():
     assert len(codes) == len(errors.ALL_ERRORS), "two error classes share an exit code"
 
 
-def test_every_registered_command_is_documented():
+def test_every_registered_command_is_documented(readme):
     parser = build_parser()
     registered = set(parser._subparsers._group_actions[0].choices)
     assert {"verify", "references"} <= registered
     for name in registered:
-        assert f"### `gsrcl {name}`" in README, name
+        assert f"### `gsrcl {name}`" in readme, name
         assert name in COMMANDS
 
 

@@ -9,7 +9,7 @@ import pytest
 
 pytest.importorskip("scanpy")
 
-from gsrcl.demo import LABELS_KEY, format_table, load_pbmc68k, run_demo, scores, split  # noqa: E402
+from gsrcl.demo import LABELS_KEY, MARKER, format_table, load_pbmc68k, run_demo, scores, split  # noqa: E402
 from gsrcl.errors import OutputError  # noqa: E402
 
 TINY = dict(epochs=2, hidden=(64, 64, 64), out=32, head=(32, 16), val_every=1, min_epochs=0, svm_cv=2)
@@ -51,5 +51,20 @@ def test_demo_runs_both_methods_and_reports_scores_of_its_outputs(tmp_path):
         assert row["seconds_train"] > 0 and row["seconds_predict"] > 0
     table = format_table(rows).splitlines()
     assert "accuracy" in table[0] and "macro-F1" in table[0] and len(table) == 4
-    with pytest.raises(OutputError):  # a second run does not clobber the first without --overwrite
+    # a second run replaces the demo's own outputs and leaves anything else in the folder alone
+    (out / "my_run").mkdir()
+    (out / "my_run" / "notes.txt").write_text("mine")
+    before = (out / "afrcl" / "probabilities.csv").stat().st_mtime_ns
+    again = run_demo(out, settings={"afrcl": TINY}, methods=("afrcl",), quiet=True)
+    assert again[0]["accuracy"] == rows[0]["accuracy"]  # deterministic for the fixed seed
+    assert (out / "afrcl" / "probabilities.csv").stat().st_mtime_ns > before
+    assert (out / "my_run" / "notes.txt").read_text() == "mine"
+
+
+def test_demo_refuses_a_folder_it_did_not_write_unless_overwrite(tmp_path):
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "query.h5ad").write_text("not the demo's")
+    with pytest.raises(OutputError, match="--overwrite"):
         run_demo(out, settings={"afrcl": TINY}, methods=("afrcl",), quiet=True)
+    assert (out / "query.h5ad").read_text() == "not the demo's" and not (out / MARKER).exists()

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from gsrcl.errors import InvalidReferenceError, ShapeMismatchError
-from gsrcl.genes import align, id_symbol_hint, looks_like_ensembl, match_genes
+from gsrcl.errors import GeneOverlapError, InvalidReferenceError, ShapeMismatchError
+from gsrcl.genes import align, check_overlap, gene_record, id_symbol_hint, looks_like_ensembl, match_genes
 from tests.conftest import dataset
 
 
@@ -162,6 +162,7 @@ def test_id_symbol_hint():
     assert "species" in id_symbol_hint(qvar(["ENSMUSG00000020122"]), ["ENSG00000141510"])
 
 
+@pytest.mark.realdata
 def test_real_cellbench_pair_matches_the_documented_overlap():
     ref = ad.read_h5ad(dataset("cellbench_celseq2_3cl.h5ad")).var_names
     q = ad.read_h5ad(dataset("cellbench_dropseq_3cl.h5ad"))
@@ -176,6 +177,7 @@ def test_real_cellbench_pair_matches_the_documented_overlap():
     assert (r_ids[ok] == q.var["gene_ids"].to_numpy()[m.ref_to_query[ok]]).mean() > 0.99
 
 
+@pytest.mark.realdata
 def test_real_pancreas_wang_fully_inside_xin():
     xin = ad.read_h5ad(dataset("pancreas_xin_scclassify_subset.h5ad")).var_names
     wang = ad.read_h5ad(dataset("pancreas_wang_scclassify_subset.h5ad")).var
@@ -192,6 +194,7 @@ def _dense_align(Xd: np.ndarray, m) -> np.ndarray:
     return out
 
 
+@pytest.mark.realdata
 def test_align_matches_dense_reference_on_real_subset():
     ref = list(ad.read_h5ad(dataset("cellbench_celseq2_3cl.h5ad")).var_names)
     q = ad.read_h5ad(dataset("cellbench_dropseq_3cl.h5ad"))
@@ -240,3 +243,15 @@ def test_gene_match_rebuilt_from_ref_to_query_aligns_the_same():
     X = sp.random(7, 5, density=0.5, format="csr", random_state=1, dtype=np.float32)
     np.testing.assert_array_equal(align(X, rebuilt).toarray(), align(X, m).toarray())
     np.testing.assert_array_equal(align(X, m).toarray(), _dense_align(X.toarray(), m))
+
+
+def test_the_overlap_rule_needs_more_than_half_of_the_query_genes(caplog):
+    ref = [f"G{i}" for i in range(10)]
+    ok = check_overlap(qvar(["G0", "G1", "G2", "X"]), ref, "r")  # 3 of 4 query genes; 3 of 10 reference genes
+    assert ok.n_query_matched == 3 and "reference genes" in caplog.text and "--genes-from" in caplog.text
+    rec = gene_record(ok)
+    assert rec["n_query_genes_dropped"] == 1 and rec["n_reference_genes_zero_filled"] == 7
+    with pytest.raises(GeneOverlapError, match="more than 50%"):
+        check_overlap(qvar(["G0", "G1", "X", "Y"]), ref, "r")  # exactly half
+    with pytest.raises(GeneOverlapError):
+        check_overlap(qvar([]), ref, "r")

@@ -95,6 +95,7 @@ def test_too_few_cells_or_a_neighbourhood_of_one_are_refused():
         QueryNeighbours(1)
 
 
+@pytest.mark.realdata
 def test_neighbourhoods_lift_a_confidence_score_for_unseen_types_on_kang_to_pbmc3k(data_dir):
     """Kang -> pbmc3k (CD8 T, FCGR3A+ monocytes, DC and platelets unseen): a linear SVM's top decision value ranks
     known cells above unseen ones with AUROC 0.777; averaged over query neighbourhoods 0.861 (measured)."""
@@ -102,7 +103,7 @@ def test_neighbourhoods_lift_a_confidence_score_for_unseen_types_on_kang_to_pbmc
     from sklearn.metrics import roc_auc_score
     from sklearn.svm import LinearSVC
 
-    from gsrcl.novelty import novelty_input
+    from gsrcl.model_input import ModelInput
     from gsrcl.values import detect_values, to_model_input
 
     ref, query = ad.read_h5ad(data_dir / "pbmc_kang_ctrl_muscat.h5ad"), ad.read_h5ad(data_dir / "pbmc3k_seurat_clustifyr.h5ad")
@@ -115,6 +116,57 @@ def test_neighbourhoods_lift_a_confidence_score_for_unseen_types_on_kang_to_pbmc
              "B": "B cells", "NK": "NK cells"}
     known = np.isin(query.obs["cell_type"].astype(str).map(lambda t: names.get(t, t)), svm.classes_)
     assert 0.2 < known.mean() < 0.9
-    g = QueryNeighbours().fit(in_blocks(novelty_input(Xq)), Xq.shape[0])
+    g = QueryNeighbours().fit(in_blocks(ModelInput("log1p").novelty_input(Xq)), Xq.shape[0])
     cell, smoothed = roc_auc_score(known, conf), roc_auc_score(known, g.smooth(conf))
     assert cell < 0.8 and smoothed > cell + 0.05, (cell, smoothed)
+
+
+class _Bars:
+    """A progress factory that records each bar's name, total and the cells it counted."""
+
+    def __init__(self):
+        self.bars = []
+
+    def __call__(self, name, total):
+        bar = {"name": name, "total": total, "counted": 0, "closed": False}
+        self.bars.append(bar)
+
+        class Bar:
+            def update(self, n):
+                bar["counted"] += n
+
+            def close(self):
+                bar["closed"] = True
+
+        return Bar()
+
+
+def test_each_pass_has_its_own_honest_bar_and_moments_from_outside_skip_the_first():
+    rng = np.random.default_rng(3)
+    N, _ = _groups(rng)
+    n = N.shape[0]
+    bars = _Bars()
+    g = QueryNeighbours(n_neighbors=5).fit(in_blocks(N, 11), n, progress=bars)
+    assert [b["name"] for b in bars.bars] == ["neighbours: gene variances", "neighbours: covariance",
+                                             "neighbours: projection"]
+    assert all(b["total"] == b["counted"] == n and b["closed"] for b in bars.bars)  # cells, not passes x cells
+    # the variance pass done by the caller (as prediction does during its own pass): the same neighbourhoods
+    moments = NB.GeneMoments()
+    for block in in_blocks(N, 11)(None):
+        moments.add(block)
+    bars = _Bars()
+    again = QueryNeighbours(n_neighbors=5).fit(in_blocks(N, 11), n, moments=moments, progress=bars)
+    assert [b["name"] for b in bars.bars] == ["neighbours: covariance", "neighbours: projection"]
+    np.testing.assert_array_equal(again.coords_, g.coords_)
+    np.testing.assert_array_equal(again.indices_, g.indices_)
+    short = NB.GeneMoments()
+    short.add(N[:10])
+    with pytest.raises(ValueError, match="expected"):
+        QueryNeighbours(n_neighbors=5).fit(in_blocks(N, 11), n, moments=short)
+
+
+def test_fit_rows_is_a_seeded_subset_above_the_limit(monkeypatch):
+    assert NB.fit_rows(NB.FIT_MAX_CELLS) is None
+    rows = NB.fit_rows(NB.FIT_MAX_CELLS + 10, seed=2)
+    assert len(rows) == NB.FIT_MAX_CELLS and np.all(np.diff(rows) > 0)
+    np.testing.assert_array_equal(rows, NB.fit_rows(NB.FIT_MAX_CELLS + 10, seed=2))

@@ -17,7 +17,6 @@ from gsrcl.annotation import annotate
 from gsrcl.errors import InvalidReferenceError
 from gsrcl.reference import Reference
 from gsrcl.training import train
-from tests.methods.data import small_adata
 
 TINY = dict(epochs=2, hidden=[32, 32], out=16, head=[16, 8], svm_cv=2, threads=1, quiet=True)
 
@@ -124,6 +123,7 @@ def _auroc_known_vs_unseen(model, ref, query):
     return roc_auc_score(known, -model.score(Xq))
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("ref_file, query_file, least", [
     # Xin -> Wang: acinar, ductal and stellate cells are unseen (measured 0.997)
     ("pancreas_xin_scclassify_subset.h5ad", "pancreas_wang_scclassify_subset.h5ad", 0.97),
@@ -145,12 +145,13 @@ def test_unseen_types_score_higher_than_known_ones(data_dir, ref_file, query_fil
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(small_adata, tmp_path_factory):
     adata = small_adata()
     ref = train(adata, "cell_type", "afrcl", name="mouse", **TINY)
     return adata, ref, ref.save(tmp_path_factory.mktemp("refs"), "mouse")
 
 
+@pytest.mark.realdata
 def test_novelty_travels_with_the_reference_into_prediction(saved):
     adata, ref, path = saved
     assert ref.manifest["novelty"]["n_components"] == 50 and "novelty.components" in ref.manifest["arrays"]
@@ -185,7 +186,8 @@ def test_novelty_travels_with_the_reference_into_prediction(saved):
         annotate(adata, loaded, quiet=True, novelty_cutoff=0)
 
 
-def test_reference_without_novelty_still_predicts(tmp_path):
+@pytest.mark.realdata
+def test_reference_without_novelty_still_predicts(small_adata, tmp_path):
     adata = small_adata()
     ref = train(adata, "cell_type", "afrcl", novelty=False, **TINY)
     assert ref.manifest["novelty"] is None and not any(k.startswith("novelty.") for k in ref.arrays)
@@ -196,6 +198,7 @@ def test_reference_without_novelty_still_predicts(tmp_path):
         annotate(adata, loaded, quiet=True, novelty_cutoff=99)
 
 
+@pytest.mark.realdata
 def test_tampered_novelty_arrays_fail_clearly(saved, tmp_path):
     _, _, path = saved
     ref = tmp_path / "copy"
@@ -214,6 +217,7 @@ def test_tampered_novelty_arrays_fail_clearly(saved, tmp_path):
     assert "novelty array 'components'" in msg and "\n" not in msg
 
 
+@pytest.mark.realdata
 def test_cli_novelty_cutoff(saved, tmp_path, capsys):
     from gsrcl.cli import main
 

@@ -35,6 +35,25 @@ def test_palette_gives_distinct_colours_for_any_k_and_grey_for_unassigned(k):
         assert max(r, g, b) - min(r, g, b) > 8, f"{c} is a grey, which would read as Unassigned"
 
 
+@pytest.mark.parametrize("k", [1, 10, 20, 39, 40, 100, 200])
+def test_no_type_colour_is_close_to_the_unassigned_grey(k):
+    from gsrcl.plot import MIN_CONTRAST, contrast
+
+    colours = palette([f"type {i}" for i in range(k)])
+    nearest = min(contrast(c, UNASSIGNED_COLOUR) for t, c in colours.items() if t != UNASSIGNED)
+    assert nearest >= MIN_CONTRAST
+    assert "#aec7e8" not in colours.values()  # tab20's light blue, once the 10th type's colour
+    assert contrast("#aec7e8", UNASSIGNED_COLOUR) < MIN_CONTRAST  # the measure does tell it apart
+
+
+def test_tsne_title_names_method_reference_and_p_and_the_subset():
+    from gsrcl.plot import tsne_title
+
+    assert tsne_title("gsrcl", "pbmc", 0.5, 100, 100) == "GsRCL, reference 'pbmc', p = 0.5"
+    two = tsne_title("afrcl", "pbmc", 0.9, 80_000, 50_000).splitlines()
+    assert two[0] == "AF-RCL, reference 'pbmc', p = 0.9" and "50,000 of the 80,000 cells" in two[1]
+
+
 def test_palette_is_stable_for_a_type_whatever_the_query():
     assert palette(["B", "T", "NK"])["T"] == palette(["B", "T", "NK", "Mono"])["T"]
 

@@ -13,50 +13,19 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
-from gsrcl.annotation import OUTPUTS, UNASSIGNED, annotate, probabilities
+from gsrcl.annotation import UNASSIGNED, annotate, prob_column, probabilities
+from gsrcl.outputs import OUTPUTS
 from gsrcl.cli import main
 from gsrcl.plot import palette
-from tests.conftest import dataset
 
-TINY = dict(epochs=3, hidden=(64, 64, 64), out=32, head=(32, 16), val_every=1, min_epochs=0, svm_cv=2, quiet=True)
-_CACHE: dict[str, object] = {}
-
-
-def tiny_references(tmp_path_factory) -> Path:
-    """REFDIR with tiny ``afrcl`` and ``gsrcl`` references (trained once per test session)."""
-    if "refdir" not in _CACHE:
-        import gsrcl.training
-
-        ref_data = ad.read_h5ad(dataset("cellbench_celseq2_3cl.h5ad"))
-        keep = np.flatnonzero(ref_data.obs["demuxlet_cls"].astype(str).to_numpy() == "SNG")
-        keep = np.sort(np.random.default_rng(0).choice(keep, 180, replace=False))
-        ref_data = ref_data[keep].copy()
-        refdir = tmp_path_factory.mktemp("refs")
-        for method in ("afrcl", "gsrcl"):
-            gsrcl.training.train(ref_data, labels_key="cell_type", method=method, name=method, **TINY).save(refdir, method)
-        _CACHE["refdir"] = refdir
-    return _CACHE["refdir"]
-
-
-def query_file(tmp_path_factory, n: int = 120) -> Path:
-    key = f"query{n}"
-    if key not in _CACHE:
-        q = ad.read_h5ad(dataset("cellbench_dropseq_3cl.h5ad"))
-        idx = np.sort(np.random.default_rng(1).choice(q.n_obs, n, replace=False))
-        path = tmp_path_factory.mktemp("query") / f"query{n}.h5ad"
-        q[idx].copy().write_h5ad(path)
-        _CACHE[key] = path
-    return _CACHE[key]
+@pytest.fixture(scope="module")
+def refdir(cellbench_refdir):
+    return cellbench_refdir
 
 
 @pytest.fixture(scope="module")
-def refdir(tmp_path_factory):
-    return tiny_references(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def query(tmp_path_factory):
-    return query_file(tmp_path_factory)
+def query(cellbench_query):
+    return cellbench_query()
 
 
 def sha(path: Path) -> str:
@@ -71,6 +40,7 @@ def predict(*args) -> int:
     return main(["predict", *map(str, args), "-q"])
 
 
+@pytest.mark.realdata
 def test_predict_writes_the_four_outputs_consistently(refdir, query, tmp_path):
     before = sha(query)
     out = tmp_path / "out"
@@ -102,6 +72,7 @@ def test_predict_writes_the_four_outputs_consistently(refdir, query, tmp_path):
     assert root.tag.endswith("svg")
     texts = ["".join(t.itertext()) for t in root.iter("{http://www.w3.org/2000/svg}text")]
     assert "t-SNE 1" in texts and "t-SNE 2" in texts
+    assert "AF-RCL, reference 'afrcl', p = 0.5" in texts  # the title: method, reference, cut-off
 
     a = ad.read_h5ad(out / "annotated.h5ad")
     assert list(a.obs_names) == list(q.obs_names) and list(a.var_names) == list(q.var_names)
@@ -133,18 +104,22 @@ def test_predict_writes_the_four_outputs_consistently(refdir, query, tmp_path):
     np.testing.assert_allclose(a.obs["unseen_score_cell"], a.obs["novelty_score"] / a.obs["conf_score"], rtol=1e-5)
 
 
+@pytest.mark.realdata
 def test_two_step_verify_then_predict_matches_predicting_the_raw_file(refdir, query, tmp_path):
     out = tmp_path / "two"
     assert main(["verify", "-i", str(query), "-r", "gsrcl", "-mp", str(refdir), "-o", str(out), "-q"]) == 0
     assert predict("-r", "gsrcl", "-mp", refdir, "-o", out) == 0
     direct = tmp_path / "direct"
-    assert predict("-i", query, "-r", "gsrcl", "-mp", refdir, "-o", direct, "--no-plot") == 0
+    assert predict("-i", query, "-r", "gsrcl", "-mp", refdir, "-o", direct, "--no-plot", "--insert-prob") == 0
     a = pd.read_csv(out / "probabilities.csv", index_col=0)
     b = pd.read_csv(direct / "probabilities.csv", index_col=0)
     assert list(a.index) == list(b.index)
     assert (a["Identified as"] == b["Identified as"]).all()
     np.testing.assert_allclose(a.drop(columns="Identified as"), b.drop(columns="Identified as"), rtol=1e-5, atol=1e-6)
     assert not (direct / "tsne.svg").exists()
+    inserted = ad.read_h5ad(direct / "annotated.h5ad")
+    for t in b.columns.drop("Identified as"):
+        np.testing.assert_allclose(inserted.obs[prob_column(t)], b[t], rtol=1e-6)
     ann = ad.read_h5ad(out / "annotated.h5ad")
     assert ann.uns["gsrcl"]["source"]["verified_input"]
     # GsRCL: conf_score is the max of the row-normalised probabilities, max_raw_score that of the raw scores
@@ -153,6 +128,7 @@ def test_two_step_verify_then_predict_matches_predicting_the_raw_file(refdir, qu
     np.testing.assert_allclose(ann.obsm["probabilities"], raw / raw.sum(axis=1, keepdims=True), rtol=1e-6)
 
 
+@pytest.mark.realdata
 def test_existing_outputs_are_kept_without_overwrite(refdir, query, tmp_path):
     out = tmp_path / "out"
     out.mkdir()
@@ -166,6 +142,7 @@ def test_existing_outputs_are_kept_without_overwrite(refdir, query, tmp_path):
     assert sorted(p.name for p in out.iterdir()) == ["annotated.h5ad", "legend.txt", "probabilities.csv"]
 
 
+@pytest.mark.realdata
 def test_bad_reference_writes_nothing(refdir, query, tmp_path, capsys):
     bad = tmp_path / "refs"
     (bad / "afrcl").mkdir(parents=True)
@@ -183,6 +160,7 @@ def test_bad_reference_writes_nothing(refdir, query, tmp_path, capsys):
     assert not out.exists()
 
 
+@pytest.mark.realdata
 def test_unexpected_failure_is_exit_140_one_line_and_leaves_out_unchanged(refdir, query, tmp_path, capsys,
                                                                            monkeypatch):
     from gsrcl.methods.afrcl import AFRCL
@@ -191,6 +169,7 @@ def test_unexpected_failure_is_exit_140_one_line_and_leaves_out_unchanged(refdir
         raise RuntimeError("simulated failure\nsecond line")
 
     monkeypatch.setattr(AFRCL, "predict_scores", broken)
+    monkeypatch.setattr(AFRCL, "predict_scores_and_embed", lambda self, X, rows: broken(self, X))
     out = tmp_path / "out"
     out.mkdir()
     (out / "notes.txt").write_text("mine")
@@ -202,8 +181,9 @@ def test_unexpected_failure_is_exit_140_one_line_and_leaves_out_unchanged(refdir
     assert len(err) == 1 and "simulated failure" in err[0] and "Traceback" not in err[0]
 
 
-def test_five_cells_are_annotated_and_the_plot_is_replaced_by_a_note(refdir, tmp_path, tmp_path_factory):
-    path = query_file(tmp_path_factory, 5)
+@pytest.mark.realdata
+def test_five_cells_are_annotated_and_the_plot_is_replaced_by_a_note(refdir, tmp_path, cellbench_query):
+    path = cellbench_query(5)
     out = tmp_path / "out"
     assert predict("-i", path, "-r", "gsrcl", "-mp", refdir, "-o", out) == 0
     assert len(pd.read_csv(out / "probabilities.csv")) == 5
@@ -223,6 +203,7 @@ def _with_extra_genes(query: Path, n_extra: int, dest: Path) -> Path:
     return dest
 
 
+@pytest.mark.realdata
 def test_gene_overlap_rule_just_over_half_works_half_fails_139(refdir, query, tmp_path, capsys):
     q = ad.read_h5ad(query, backed="r")
     from gsrcl.genes import match_genes
@@ -242,11 +223,13 @@ def test_gene_overlap_rule_just_over_half_works_half_fails_139(refdir, query, tm
     assert not (tmp_path / "fail").exists()
 
 
+@pytest.mark.realdata
 def test_missing_verified_file_without_input(refdir, tmp_path, capsys):
     assert predict("-r", "afrcl", "-mp", refdir, "-o", tmp_path / "empty") == 141
     assert "gsrcl verify" in capsys.readouterr().err
 
 
+@pytest.mark.realdata
 def test_a_neighbourhood_of_one_cell_is_a_usage_error_and_writes_nothing(refdir, query, tmp_path, capsys):
     out = tmp_path / "out"
     with pytest.raises(SystemExit) as exc:

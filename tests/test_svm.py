@@ -45,6 +45,7 @@ def _sklearn_svc(Z, y, **kw):
         return SVC(probability=True, random_state=0, decision_function_shape="ovo", **kw).fit(Z, y)
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("data, task, params", [
     ("cellbench", "multi", {"C": 10}),
     ("cellbench", "binary", {"C": 1, "gamma": 1e-3}),
@@ -72,6 +73,7 @@ def test_matches_sklearn_on_real_data(request, data, task, params):
         assert np.abs(sigmoid - ref[:, 0]).max() > 1e-4
 
 
+@pytest.mark.realdata
 def test_predict_without_probabilities_is_libsvm_vote(immune):
     Z, y = immune
     svc = SVC(C=1, random_state=0).fit(Z[::2], y[::2])
@@ -81,6 +83,7 @@ def test_predict_without_probabilities_is_libsvm_vote(immune):
         model.predict_proba(Z[:3])
 
 
+@pytest.mark.realdata
 def test_state_round_trip_through_json_and_npz(tmp_path, cellbench):
     Z, y = cellbench
     model = PortableSVC.from_sklearn(_sklearn_svc(Z, y))
@@ -95,6 +98,7 @@ def test_state_round_trip_through_json_and_npz(tmp_path, cellbench):
     np.testing.assert_array_equal(back.decision_function(Z), model.decision_function(Z))
 
 
+@pytest.mark.realdata
 def test_blocks_bound_memory_and_accept_sparse(monkeypatch, cellbench):
     Z, y = cellbench
     model = PortableSVC.from_sklearn(_sklearn_svc(Z, y))
@@ -106,6 +110,7 @@ def test_blocks_bound_memory_and_accept_sparse(monkeypatch, cellbench):
         model.predict_proba(Z[:, :5])
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("break_it", [
     lambda c, a: a.update(dual_coef=a["dual_coef"][:, 1:]),
     lambda c, a: a.update(dual_coef=a["dual_coef"][:1]),
@@ -131,6 +136,7 @@ def test_from_state_rejects_inconsistent_state(cellbench, break_it):
         PortableSVC.from_state(config, arrays)
 
 
+@pytest.mark.realdata
 def test_fit_svc_selects_from_the_grid_and_generalises(cellbench):
     Z, y = cellbench
     tr, te = train_test_split(np.arange(len(y)), train_size=0.7, stratify=y, random_state=0)
@@ -148,6 +154,7 @@ def test_fit_svc_selects_from_the_grid_and_generalises(cellbench):
     np.testing.assert_array_equal(again.predict_proba(Z[te]), model.predict_proba(Z[te]))
 
 
+@pytest.mark.realdata
 def test_tiny_classes(cellbench, caplog):
     Z, y = cellbench
     rng = np.random.default_rng(0)
@@ -168,6 +175,7 @@ def test_tiny_classes(cellbench, caplog):
         fit_svc(Z[keep], y[keep], scoring="auc")
 
 
+@pytest.mark.realdata
 def test_quick_score_orders_good_and_poor_representations(immune):
     Z, y = immune
     tr, va = train_test_split(np.arange(len(y)), train_size=0.8, stratify=y, random_state=0)
@@ -181,19 +189,20 @@ def test_quick_score_orders_good_and_poor_representations(immune):
 def test_final_svm_grid_in_parallel_gives_the_same_model(monkeypatch):
     import torch
 
-    from gsrcl.methods import _training
+    from gsrcl.methods.classifiers import fit_final_svc
 
     rng = np.random.default_rng(0)
     y = np.repeat(["a", "b", "c"], 400)
     emb = rng.normal(size=(1200, 8)) + (np.searchsorted(["a", "b", "c"], y)[:, None] * 0.8)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 1)
-    one = _training.fit_final_svc(emb, y, cv=3, seed=0)
+    one = fit_final_svc(emb, y, cv=3, seed=0)
     monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
-    two = _training.fit_final_svc(emb, y, cv=3, seed=0)
+    two = fit_final_svc(emb, y, cv=3, seed=0)
     assert one.best_params_ == two.best_params_ and one.cv_score_ == two.cv_score_
     np.testing.assert_array_equal(one.predict_proba(emb[:50]), two.predict_proba(emb[:50]))
 
 
+@pytest.mark.realdata
 def test_ties_between_grid_settings(cellbench):
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
 
@@ -225,6 +234,7 @@ def test_tie_rule_skips_failed_settings():
     assert _best_params(results, "largest_c") == {"C": 10, "gamma": 2}
 
 
+@pytest.mark.realdata
 def test_grid_on_squared_distances_scores_every_setting_as_libsvm_does():
     """fit_svc(distances=True) replaces GridSearchCV's RBF fits by fits on kernels sliced from one matrix of
     squared distances: the same folds, settings and gamma='scale' must give the same CV scores."""
@@ -249,6 +259,7 @@ def test_grid_on_squared_distances_scores_every_setting_as_libsvm_does():
         assert fast.best_params_ == slow.best_params_ and fast.cv_score_ == pytest.approx(slow.cv_score_)
 
 
+@pytest.mark.realdata
 def test_final_fit_on_squared_distances_is_libsvms_rbf_model():
     """With distances=True the final SVC (Platt probabilities: 6 libsvm fits) is fitted on the kernel matrix
     made from the same squared distances: the model must be the RBF SVC libsvm fits on the cells themselves."""

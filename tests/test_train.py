@@ -11,10 +11,9 @@ import pandas as pd
 import pytest
 
 from gsrcl.cli import main
-from gsrcl.errors import InvalidReferenceError, LabelsError, OutputError
+from gsrcl.errors import GsrclError, InvalidReferenceError, LabelsError, OutputError
 from gsrcl.reference import Reference
 from gsrcl.training import train
-from tests.methods.data import small_adata
 
 TINY = dict(epochs=3, hidden=[32, 32], out=16, head=[16, 8], svm_cv=2, threads=1, quiet=True)
 
@@ -26,13 +25,14 @@ def model_input(adata):
 
 
 @pytest.fixture(scope="module")
-def saved(tmp_path_factory):
+def saved(small_adata, tmp_path_factory):
     adata = small_adata()
     ref = train(adata, "cell_type", "afrcl", name="mouse", **TINY)
     path = ref.save(tmp_path_factory.mktemp("refs"), "mouse")
     return adata, ref, path
 
 
+@pytest.mark.realdata
 def test_train_save_load_same_probabilities(saved):
     adata, ref, path = saved
     X = model_input(adata)
@@ -49,6 +49,33 @@ def test_train_save_load_same_probabilities(saved):
     for k, n in t["cells_per_type"].items():
         assert t["validation_cells_per_type"][k] == round(0.2 * n)
     assert m["hyperparameters"]["hidden"] == [32, 32] and m["validation"]["cells"] == t["cells_validation"]
+    # the pipeline settings beside the estimator's; runtime settings are not hyperparameters
+    assert m["hyperparameters"]["ensemble"] == 5 and m["hyperparameters"]["pool"] == "mean"
+    assert not set(m["hyperparameters"]) & {"threads", "block", "library_size", "quiet", "device"}
+    assert m["values"]["library_size"] == 10_000 and loaded.model_input.library_size == 10_000
+    assert t["torch_threads"] >= 1 and "input" not in t
+
+
+@pytest.mark.realdata
+def test_train_records_the_provenance_and_checks_settings_first(small_adata):
+    adata = small_adata()
+    ref = train(adata, adata.obs["cell_type"], "afrcl", ensemble=1, top_genes=50,
+                genes_from=list(adata.var_names[:200]),
+                provenance={"input": "/data/x.h5ad", "labels": "/data/labels.csv", "genes_from": "/data/q.h5ad"},
+                **TINY)
+    t = ref.manifest["training"]
+    assert t["input"] == "/data/x.h5ad" and t["labels"] == "/data/labels.csv"
+    assert t["gene_selection"]["after"]["query"] == "/data/q.h5ad"
+    from gsrcl.training import check_settings
+
+    for bad, match in ((dict(hiden=(3,)), "unknown parameter"), (dict(ensemble=0), "ensemble must be"),
+                       (dict(validation_size=1), "below 1"), (dict(library_size=-1), "library_size")):
+        with pytest.raises(GsrclError, match=match):
+            check_settings("afrcl", **bad)
+        with pytest.raises(GsrclError, match=match):
+            train(adata, "cell_type", "afrcl", **{**TINY, **bad})
+    with pytest.raises(GsrclError, match="unknown preset"):
+        check_settings("gsrcl", "fast")
 
 
 def _one_line(exc_info):
@@ -65,6 +92,7 @@ def _copy(path, tmp_path):
     return dst
 
 
+@pytest.mark.realdata
 def test_tampered_references_fail_clearly(saved, tmp_path):
     _, _, path = saved
     # an extra pickle
@@ -112,6 +140,7 @@ def test_tampered_references_fail_clearly(saved, tmp_path):
     assert "newer" in _one_line(e)
 
 
+@pytest.mark.realdata
 def test_already_logged_values_are_not_logged_twice(saved):
     adata, ref, _ = saved
     logged = adata.copy()
@@ -123,7 +152,8 @@ def test_already_logged_values_are_not_logged_twice(saved):
     assert np.array_equal(ref2.model.predict_proba(X), ref.model.predict_proba(X))
 
 
-def test_rare_classes(caplog):
+@pytest.mark.realdata
+def test_rare_classes(small_adata, caplog):
     adata = small_adata()
     y = adata.obs["cell_type"].astype(str).to_numpy().copy()
     y[:3] = "Rare"  # 3 cells: dropped, with a warning naming it
@@ -141,7 +171,8 @@ def test_rare_classes(caplog):
         train(adata, two, "afrcl", **TINY)
 
 
-def test_bad_labels():
+@pytest.mark.realdata
+def test_bad_labels(small_adata):
     adata = small_adata()
     y = adata.obs["cell_type"].astype(object).to_numpy().copy()
     y[5] = np.nan
@@ -157,7 +188,8 @@ def test_bad_labels():
         train(adata, y[:-1], "afrcl", **TINY)
 
 
-def test_labels_series_by_cell_id_and_top_genes():
+@pytest.mark.realdata
+def test_labels_series_by_cell_id_and_top_genes(small_adata):
     adata = small_adata()
     series = adata.obs["cell_type"].astype(str).sample(frac=1.0, random_state=0)  # shuffled order, same ids
     ref = train(adata, series, "afrcl", top_genes=300, **TINY)
@@ -170,7 +202,8 @@ def test_labels_series_by_cell_id_and_top_genes():
     assert ref.manifest["training"]["cells_per_type"] == adata.obs["cell_type"].value_counts().sort_index().to_dict()
 
 
-def test_default_preset_trains_on_log1p_cp10k_of_the_selected_genes(monkeypatch):
+@pytest.mark.realdata
+def test_default_preset_trains_on_log1p_cp10k_of_the_selected_genes(small_adata, monkeypatch):
     from gsrcl.methods.afrcl import AFRCL
 
     seen = {}
@@ -198,12 +231,13 @@ CONFIG = json.dumps({k: v for k, v in TINY.items() if k not in ("quiet", "epochs
 
 
 @pytest.fixture(scope="module")
-def h5ad(tmp_path_factory):
+def h5ad(small_adata, tmp_path_factory):
     path = tmp_path_factory.mktemp("data") / "ref.h5ad"
     small_adata().write_h5ad(path)
     return path
 
 
+@pytest.mark.realdata
 def test_cli_train_end_to_end_and_refuses_existing_name(h5ad, tmp_path, capsys, monkeypatch):
     refdir = tmp_path / "refs"
     code = main(["train", "-i", str(h5ad), "--labels", "cell_type", "-r", "mouse", "-mp", str(refdir),
@@ -214,6 +248,7 @@ def test_cli_train_end_to_end_and_refuses_existing_name(h5ad, tmp_path, capsys, 
     ref = Reference.load(refdir / "mouse")
     assert ref.method == "gsrcl" and len(ref.cell_types) == 5
     assert ref.manifest["training"]["labels"] == "obs['cell_type']"
+    assert ref.manifest["training"]["input"] == str(h5ad.resolve())
 
     before = {p.name: p.read_bytes() for p in (refdir / "mouse").iterdir()}
 
@@ -228,6 +263,7 @@ def test_cli_train_end_to_end_and_refuses_existing_name(h5ad, tmp_path, capsys, 
     assert {p.name: p.read_bytes() for p in (refdir / "mouse").iterdir()} == before
 
 
+@pytest.mark.realdata
 def test_cli_labels_csv(h5ad, tmp_path, capsys):
     import anndata as ad
 
@@ -241,6 +277,7 @@ def test_cli_labels_csv(h5ad, tmp_path, capsys):
             "--config", CONFIG, "--quiet"]
     assert main(args) == 0
     ref = Reference.load(refdir / "r1")
+    assert ref.manifest["training"]["labels"] == str(csv.resolve())
     assert ref.manifest["training"]["cells_per_type"] == adata.obs["cell_type"].value_counts().sort_index().to_dict()
 
     labels.iloc[:-2].to_csv(csv, index=False)  # two cells without a label
@@ -250,6 +287,7 @@ def test_cli_labels_csv(h5ad, tmp_path, capsys):
     assert not (refdir / "r2").exists()
 
 
+@pytest.mark.realdata
 def test_cli_cuda_without_cuda(h5ad, tmp_path, capsys):
     import torch
 
@@ -261,7 +299,8 @@ def test_cli_cuda_without_cuda(h5ad, tmp_path, capsys):
     assert not (tmp_path / "x").exists()
 
 
-def test_genes_from_a_query_keeps_the_shared_genes_in_reference_order():
+@pytest.mark.realdata
+def test_genes_from_a_query_keeps_the_shared_genes_in_reference_order(small_adata):
     adata = small_adata()
     genes = list(adata.var_names)
     query_genes = genes[::3][::-1] + ["NOT_A_GENE"]  # a third of the genes, reversed, plus one the reference lacks
@@ -275,13 +314,15 @@ def test_genes_from_a_query_keeps_the_shared_genes_in_reference_order():
     assert both.manifest["training"]["gene_selection"]["after"]["method"] == "shared with the query"
 
 
-def test_genes_from_sharing_no_gene_is_refused():
+@pytest.mark.realdata
+def test_genes_from_sharing_no_gene_is_refused(small_adata):
     from gsrcl.errors import GeneOverlapError
 
     with pytest.raises(GeneOverlapError, match="shares none"):
         train(small_adata(), "cell_type", "afrcl", genes_from=["X1", "X2"], **TINY)
 
 
+@pytest.mark.realdata
 def test_cli_genes_from_file_and_query(h5ad, tmp_path, capsys):
     import anndata as ad
 
@@ -308,6 +349,7 @@ def test_cli_genes_from_file_and_query(h5ad, tmp_path, capsys):
     assert not (refdir / "missing").exists()
 
 
+@pytest.mark.realdata
 def test_saved_reference_folder_follows_the_umask(saved, tmp_path):
     import os
     import stat
@@ -322,6 +364,7 @@ def test_saved_reference_folder_follows_the_umask(saved, tmp_path):
     assert stat.S_IMODE((path / "manifest.json").stat().st_mode) == 0o644
 
 
+@pytest.mark.realdata
 def test_cli_ensemble_flag_sets_the_number_of_models(h5ad, tmp_path, capsys):
     refdir = tmp_path / "refs"
     code = main(["train", "-i", str(h5ad), "--labels", "cell_type", "-r", "two", "-mp", str(refdir),

@@ -31,6 +31,7 @@ def _with_data(X: sp.csr_matrix, fn) -> sp.csr_matrix:
     return out.astype(np.float32)
 
 
+@pytest.mark.realdata
 def test_raw_counts_detected_on_real_file():
     r = detect_values(_X("cellbench_celseq2_3cl.h5ad"))
     assert r.kind == "counts"
@@ -39,6 +40,7 @@ def test_raw_counts_detected_on_real_file():
     assert "raw counts" in r.message and not r.warn
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("name", ["pancreas_xin_scclassify_subset.h5ad", "pbmc68k_reduced_scanpy.h5ad"])
 def test_real_log_values_detected_as_log1p(name):
     r = detect_values(_X(name))
@@ -46,6 +48,7 @@ def test_real_log_values_detected_as_log1p(name):
     assert r.integer_fraction < 0.01 and r.max < 20
 
 
+@pytest.mark.realdata
 def test_log2_values_are_recognised_and_converted_exactly():
     # Xin's values are log2(1 + normalised counts): 2**x - 1 gives integers times a per-cell factor.
     X = _X("pancreas_xin_scclassify_subset.h5ad")
@@ -59,11 +62,13 @@ def test_log2_values_are_recognised_and_converted_exactly():
     np.testing.assert_array_equal(to_model_input(Y, r2).toarray(), Y.toarray())
 
 
+@pytest.mark.realdata
 def test_natural_log_of_pbmc68k():
     r = detect_values(_X("pbmc68k_reduced_scanpy.h5ad"))
     assert r.log_base == math.e and "used as they are" in r.message
 
 
+@pytest.mark.realdata
 def test_log1p_cp10k_reports_constant_row_sums(pbmc3k):
     X = to_model_input(library_size_normalize(pbmc3k, 1e4), "normalized")
     r = detect_values(X)
@@ -71,31 +76,36 @@ def test_log1p_cp10k_reports_constant_row_sums(pbmc3k):
     assert "constant" in r.message and "10,000" in r.message and "CP10k" in r.message
 
 
+@pytest.mark.realdata
 def test_log1p_of_raw_counts_says_so(pbmc3k):
     for fn in (np.log1p, lambda d: np.log(d + 1 + 1e-6)):  # AF-RCL's and GsRCL's training transforms
         r = detect_values(_with_data(pbmc3k, fn))
         assert r.kind == "log1p" and "of raw counts" in r.message and "constant" not in r.message
 
 
+@pytest.mark.realdata
 def test_cp10k_without_log_is_normalized(pbmc3k):
     r = detect_values(library_size_normalize(pbmc3k, 1e4))
     assert r.kind == "normalized" and r.warn
     assert r.max > 30 and "10,000" in r.message and "log1p" in r.message
 
 
+@pytest.mark.realdata
 def test_cpm_without_log_is_normalized(pbmc3k):
     r = detect_values(library_size_normalize(pbmc3k, 1e6))
     assert r.kind == "normalized" and "CPM" in r.message
 
 
+@pytest.mark.realdata
 def test_counts_stored_as_float_or_int_are_counts(pbmc3k):
-    # The original tool took float counts (1.0) as logged (METHODS.md §5 item 10).
+    # The original tool took float counts (1.0) as logged (docs/methods.md §5 item 10).
     for X in (pbmc3k.astype(np.float64), pbmc3k.astype(np.int32), pbmc3k.toarray().astype(np.float64)):
         r = detect_values(X)
         assert r.kind == "counts", X.dtype
     assert detect_values(pbmc3k + sp.random(*pbmc3k.shape, density=0.01, random_state=0) * 0.3).kind != "counts"
 
 
+@pytest.mark.realdata
 def test_zscored_values_are_scaled_and_refused(pbmc3k):
     import scanpy as sc
 
@@ -128,12 +138,14 @@ def test_unrecognised_non_integer_values_fall_back_on_the_maximum():
     assert detect_values(big).kind == "normalized"
 
 
+@pytest.mark.realdata
 def test_sampling_is_seeded_and_bounded():
     X = _X("pbmc3k_seurat_clustifyr.h5ad")
     a, b = detect_values(X, sample_rows=100, seed=3), detect_values(X, sample_rows=100, seed=3)
     assert a == b and a.rows_checked == 100
 
 
+@pytest.mark.realdata
 def test_to_model_input_is_exact_log1p_and_sparse(pbmc3k):
     X = pbmc3k[:80]
     before = X.copy()

@@ -1,7 +1,8 @@
 """gsrcl: reference-based cell-type annotation with GsRCL and AF-RCL.
 
 ``gsrcl.train(adata, labels_key=..., method=...)`` builds a reference; ``gsrcl.annotate(adata, reference)`` labels
-a query; ``gsrcl.read_query(path)`` reads any supported input; ``gsrcl.Reference.load(dir)`` reads a reference.
+a query and ``gsrcl.probabilities(annotated)`` gives its probabilities as a DataFrame; ``gsrcl.read_query(path)``
+reads any supported input; ``gsrcl.Reference.load(dir)`` reads a reference.
 """
 
 __version__ = "0.1.0"
@@ -9,6 +10,7 @@ __version__ = "0.1.0"
 _LAZY = {
     "train": ("gsrcl.training", "train"),
     "annotate": ("gsrcl.annotation", "annotate"),
+    "probabilities": ("gsrcl.annotation", "probabilities"),
     "read_query": ("gsrcl.io", "read_query"),
     "Reference": ("gsrcl.reference", "Reference"),
 }

@@ -4,12 +4,14 @@ The data: scanpy's ``pbmc68k_reduced`` (700 PBMCs from Zheng et al. 2017, read f
 download). Its ``.X`` is scaled, so the demo uses ``.raw`` (log-normalised values, 765 genes). The labels are
 ``bulk_labels`` (10 types), assigned by correlation with sorted bulk profiles: a smoke-test label, not a gold
 standard, so accuracy well below 1 is expected. The cells are split, stratified by label with a fixed seed, into
-a reference part (70%) and a query part (30%); each method is trained on the reference part with demo-sized
-settings and the query part is annotated with ``gsrcl predict``'s code path, from a file.
+a reference part (70%) and a query part (30%); each method is trained on the reference part with the ``demo``
+preset (the default with few epochs) and the query part is annotated with ``gsrcl predict``'s code path, from a
+file. The results are the same on every run (fixed seeds).
 
 Written under OUT (default ``demo_output``): ``query.h5ad`` (the query part, true labels in
 ``obs['bulk_labels']``), ``references/pbmc68k_<method>/`` (usable with ``gsrcl predict -mp OUT/references``),
-and per method ``<method>/`` with probabilities.csv, tsne.svg, legend.txt and annotated.h5ad.
+and per method ``<method>/`` with probabilities.csv, tsne.svg, legend.txt and annotated.h5ad, and ``MARKER``,
+which marks OUT as the demo's: a later run replaces those outputs, and nothing else in OUT.
 """
 
 from __future__ import annotations
@@ -30,13 +32,8 @@ LABELS_KEY = "bulk_labels"
 QUERY_FRACTION = 0.3
 SEED = 0
 METHODS = ("afrcl", "gsrcl")
-# Demo-sized training; the default presets' other settings hold. Measured on 2 CPU cores shared with other work
-# (load average ~5): 3 min 35 s wall, 142 s of CPU time for the whole demo (accuracy 0.71 / 0.72; twice the
-# epochs gave 0.75 / 0.75 at three times the time).
-DEMO_SETTINGS: dict[str, dict[str, Any]] = {
-    "afrcl": {"epochs": 15, "min_epochs": 5},
-    "gsrcl": {"epochs": 30, "min_epochs": 10},
-}
+PRESET = "demo"  # the default presets with few epochs (gsrcl.methods.presets)
+MARKER = ".gsrcl-demo"  # written in OUT by the demo: its outputs there may be replaced by the next run
 CAVEAT = (
     "Note: pbmc68k_reduced's bulk_labels come from correlation with sorted bulk profiles (a smoke-test label, not "
     "a gold standard), and training here is demo-sized; accuracy near 1 is not expected."
@@ -44,7 +41,13 @@ CAVEAT = (
 
 
 def load_pbmc68k():
-    """scanpy's pbmc68k_reduced with the log-normalised ``.raw`` values as X (CSR float32) and its labels."""
+    """scanpy's pbmc68k_reduced with the log-normalised ``.raw`` values as X (CSR float32) and its labels.
+
+    Raises
+    ------
+    ImportError
+        Without scanpy.
+    """
     import anndata as ad
     import scanpy as sc
     import scipy.sparse as sp
@@ -57,7 +60,8 @@ def load_pbmc68k():
 
 
 def split(adata, labels_key: str = LABELS_KEY, query_fraction: float = QUERY_FRACTION, seed: int = SEED):
-    """A stratified (reference, query) split of the cells with a fixed seed."""
+    """A (reference, query) split of ``adata``'s cells, stratified by ``labels_key``, ``query_fraction`` of them
+    in the query; the same for the same ``seed``."""
     from sklearn.model_selection import train_test_split
 
     idx = np.arange(adata.n_obs)
@@ -67,7 +71,8 @@ def split(adata, labels_key: str = LABELS_KEY, query_fraction: float = QUERY_FRA
 
 
 def scores(true, predicted) -> dict[str, float]:
-    """Accuracy (Unassigned counts as wrong), macro-F1 over the true types, and % Unassigned."""
+    """Accuracy (Unassigned counts as wrong), macro-F1 over the true types, and % Unassigned, of ``predicted``
+    against ``true`` labels."""
     from sklearn.metrics import f1_score
 
     from .plot import UNASSIGNED
@@ -103,19 +108,49 @@ def run_demo(
     overwrite: bool = False,
     quiet: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the demo; returns one row per method (accuracy, macro_f1, unassigned_pct, seconds, paths)."""
-    from .annotation import OUTPUTS, predict_files
+    """Run the demo: split the data, train each method, annotate the query part from a file, score it.
+
+    Parameters
+    ----------
+    out_dir : path
+        The output folder (made if missing). The demo writes only its own outputs there (the module docstring
+        lists them) and replaces those of an earlier demo run; anything else in it is left alone.
+    methods : sequence of str
+        The methods to run.
+    settings : dict, optional
+        Per method, `gsrcl.train` settings that replace the ``demo`` preset's (e.g. fewer epochs in tests).
+    p : float
+        The probability cut-off of the annotation.
+    overwrite : bool
+        Also replace files at the demo's output paths in a folder no demo wrote (one without `MARKER`).
+    quiet : bool
+        No progress bars.
+
+    Returns
+    -------
+    list of dict
+        One row per method: accuracy, macro_f1, unassigned_pct, seconds_train, seconds_predict, seconds_tsne,
+        n_query, paths.
+
+    Raises
+    ------
+    OutputError
+        When ``out_dir`` cannot be written, or holds files at the demo's output paths that no demo wrote and
+        ``overwrite`` is false.
+    """
+    from .outputs import OUTPUTS, predict_files
     from .reference import resolve
     from .training import train
 
     out = Path(out_dir)
-    settings = settings or DEMO_SETTINGS
+    settings = settings or {}
     names = {m: f"pbmc68k_{m}" for m in methods}
     planned = [out / "query.h5ad"] + [resolve(out / "references", names[m]) for m in methods] + [
         out / m / f for m in methods for f in OUTPUTS]
     existing = [q for q in planned if q.exists()]
-    if existing and not overwrite:
-        raise OutputError(f"{out} already holds demo outputs (e.g. {existing[0]}): pass --overwrite or choose another -o")
+    if existing and not overwrite and not (out / MARKER).is_file():
+        raise OutputError(f"{out} holds files the demo would replace (e.g. {existing[0]}) but was not written by "
+                          "the demo: choose another -o, or pass --overwrite to replace them")
 
     adata = load_pbmc68k()
     reference, query = split(adata)
@@ -123,6 +158,7 @@ def run_demo(
              adata.n_obs, adata.n_vars, adata.obs[LABELS_KEY].nunique(), reference.n_obs, query.n_obs)
     try:
         out.mkdir(parents=True, exist_ok=True)
+        (out / MARKER).write_text("written by gsrcl demo: its outputs here are replaced by the next demo run\n")
     except OSError as exc:
         raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
     query_path = out / "query.h5ad"
@@ -131,8 +167,8 @@ def run_demo(
     rows = []
     for method in methods:
         t0 = time.perf_counter()
-        ref = train(reference, labels_key=LABELS_KEY, method=method, name=names[method], quiet=quiet,
-                    **settings.get(method, {}))
+        ref = train(reference, labels_key=LABELS_KEY, method=method, name=names[method], preset=PRESET,
+                    quiet=quiet, **settings.get(method, {}))
         ref.save(out / "references", names[method], overwrite=True)
         t_train = time.perf_counter() - t0
         summary = predict_files(query_path, ref, out / method, p=p, overwrite=True, quiet=quiet)
@@ -145,6 +181,7 @@ def run_demo(
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
+    """The rows of `run_demo` as the text table ``gsrcl demo`` prints."""
     head = f"{'method':<7} {'accuracy':>8} {'macro-F1':>8} {'% Unassigned':>12} {'train s':>8} {'predict s':>9}"
     lines = [head, "-" * len(head)]
     for r in rows:

@@ -1,7 +1,8 @@
 """Errors that reach the user as one line and a documented exit code.
 
-The codes 128-140 keep the meaning they had in the original GsRCL tool (METHODS.md §1-2), so wrappers
-written for it keep working; 141 and above are new. `docs/exit-codes.md` is generated from this table.
+The codes 128-140 keep the meaning they had in the original GsRCL tool (docs/methods.md §1-2), so wrappers
+written for it keep working; 141 and above are new. The README's "Exit codes" table lists them all;
+``tests/test_cli.py`` checks that it matches ``ALL_ERRORS``.
 """
 
 from __future__ import annotations

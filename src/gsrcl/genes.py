@@ -14,12 +14,16 @@ reference gene), trying in turn:
    because their folded name was shared are counted as ``ambiguous_skipped``.
 
 Duplicated query names: the first occurrence wins, later ones are never matched. The reference list must be
-unique (METHODS.md §5 item 6). Missing reference genes are zero-filled by `align`, so report both coverages
+unique (docs/methods.md §5 item 6). Missing reference genes are zero-filled by `align`, so report both coverages
 (§5 items 4-5): `GeneMatch.summary()`.
+
+`check_overlap` applies the original tool's overlap rule on top of the match (strictly more than half of the
+query genes must be reference genes); ``gsrcl verify`` and prediction both call it.
 """
 
 from __future__ import annotations
 
+import logging
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -29,11 +33,18 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import InvalidReferenceError, ShapeMismatchError
+from .errors import GeneOverlapError, InvalidReferenceError, ShapeMismatchError
 
-__all__ = ["GeneMatch", "match_genes", "align", "looks_like_ensembl", "id_symbol_hint", "HOW_KEYS"]
+__all__ = ["GeneMatch", "match_genes", "check_overlap", "gene_record", "align", "looks_like_ensembl",
+           "id_symbol_hint", "HOW_KEYS"]
+
+log = logging.getLogger("gsrcl.genes")
 
 HOW_KEYS = ("exact", "ensembl_version", "id_symbol", "case_insensitive", "ambiguous_skipped")
+MIN_QUERY_FRACTION = 0.5  # the original's rule: strictly more than half of the query genes must be known
+# Below this share of the reference genes matched, the zero-filled inputs move the encoder's input far from what
+# it was trained on: warn, and say how to train a reference on the query's genes (docs/decisions.md).
+LOW_REFERENCE_FRACTION = 0.8
 
 # ENSG (human), ENSMUSG (mouse), ENSDARG, ...; GENCODE's PAR copies (`_PAR_Y`) are distinct genes, so kept.
 _ENSEMBL = re.compile(r"^(ENS[A-Z]*G\d{6,})(?:\.\d+)?(_PAR_Y)?$")
@@ -260,6 +271,78 @@ def id_symbol_hint(query_var: pd.DataFrame, reference_genes: Sequence[str]) -> s
             return (f"the query holds {qp[0][0]} Ensembl ids and the reference {rp[0][0]} ids (another "
                     "species): use a reference of the query's species")
     return None
+
+
+def check_overlap(query_var: pd.DataFrame, reference_genes: Sequence[str], reference_name: str = "") -> GeneMatch:
+    """Match the query genes to the reference genes and apply the overlap rule; log the numbers.
+
+    Parameters
+    ----------
+    query_var : pandas.DataFrame
+        The query's genes: the index holds their names, optional ``gene_ids``/``gene_symbols`` columns.
+    reference_genes : sequence of str
+        The reference's genes, in its order (unique).
+    reference_name : str
+        Named in the error message.
+
+    Returns
+    -------
+    GeneMatch
+        As `match_genes`. A warning is logged when fewer than ``LOW_REFERENCE_FRACTION`` of the reference genes
+        are matched (the rest are zero-filled).
+
+    Raises
+    ------
+    GeneOverlapError
+        When ``MIN_QUERY_FRACTION`` (half) or fewer of the query genes are reference genes.
+    InvalidReferenceError
+        When the reference gene list holds duplicates.
+    """
+    match = match_genes(query_var, reference_genes)
+    log.info(match.summary())
+    if match.n_query == 0 or match.n_query_matched / match.n_query <= MIN_QUERY_FRACTION:
+        pct = 100.0 * match.n_query_matched / max(match.n_query, 1)
+        hint = id_symbol_hint(query_var, reference_genes)
+        raise GeneOverlapError(
+            f"only {match.n_query_matched} of {match.n_query} query genes ({pct:.1f}%) are in reference "
+            f"{reference_name!r}; more than 50% must be: "
+            + (hint + "; " if hint else "")
+            + "check the file is cells x genes (else pass -t) or choose another reference"
+        )
+    if match.n_ref_matched / match.n_ref < LOW_REFERENCE_FRACTION:
+        log.warning(
+            "warning: only %d of %d reference genes (%.1f%%) are in the query; the rest are zero-filled, "
+            "so predictions may be unreliable: for better ones, train a reference on the genes this query has "
+            "(gsrcl train ... --genes-from QUERY)",
+            match.n_ref_matched,
+            match.n_ref,
+            100.0 * match.n_ref_matched / match.n_ref,
+        )
+    return match
+
+
+def gene_record(match: GeneMatch) -> dict:
+    """The gene-match numbers that verify and prediction record in ``uns``.
+
+    Parameters
+    ----------
+    match : GeneMatch
+
+    Returns
+    -------
+    dict
+        ``n_query_genes``, ``n_query_genes_matched``, ``n_reference_genes``, ``n_reference_genes_matched``,
+        ``n_query_genes_dropped``, ``n_reference_genes_zero_filled`` (int) and ``matched_by`` (counts per rule).
+    """
+    return {
+        "n_query_genes": int(match.n_query),
+        "n_query_genes_matched": int(match.n_query_matched),
+        "n_reference_genes": int(match.n_ref),
+        "n_reference_genes_matched": int(match.n_ref_matched),
+        "n_query_genes_dropped": int(match.n_query - match.n_query_matched),
+        "n_reference_genes_zero_filled": int(match.n_ref - match.n_ref_matched),
+        "matched_by": {k: int(v) for k, v in match.how.items()},
+    }
 
 
 def align(X, match: GeneMatch) -> sp.csr_matrix:

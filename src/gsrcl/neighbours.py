@@ -3,26 +3,23 @@
 A cell of a type the reference lacks can look like a known cell on its own (a CD8 T cell next to a reference of
 CD4 T and NK cells), but such cells come in groups, and the query's own structure puts them next to each other.
 The mean of a per-cell score over the cell's ``n_neighbors`` nearest query cells (itself included) is the score of
-its neighbourhood: CellTypist's majority voting reads labels over query clusters for the same reason. On the
-accuracy benchmark's Kang -> pbmc3k task the unseen-type AUROC of the per-cell unseen_score went from 0.882 to 0.931
-(GsRCL) and from 0.864 to 0.918 (AF-RCL) over 15 neighbours (scanpy's default; 15-50 neighbours and 30 or 50
-components all gave AF-RCL more than 0.91); the baselines' confidence gains from the same neighbourhoods too (best
-0.777 -> 0.861), and the benchmark reports both (``benchmarks/results/accuracy.md``). Averaging amplifies what the
-per-cell score says, wrong or right: over 31 splits with a reference type taken out
-(``benchmarks/results/neighbourhoods.md``) it raised the novelty score's AUROC in 19 and lowered it in 5 (worst
--0.044, where the per-cell score was below chance already).
+its neighbourhood: CellTypist's majority voting reads labels over query clusters for the same reason. Averaging
+amplifies what the per-cell score says, wrong or right (docs/decisions.md gives the measurements).
 
-The space: log1p(CP10k) over the reference genes (the novelty score's input), the ``n_genes`` genes of highest
-variance in the query, each scaled to unit variance over the query, then the first ``n_components`` principal
-components. The PCA is exact and streamed: one pass for the genes' variances, one for the covariance of the chosen
-genes, one to project, so memory holds n x ``n_components`` values rather than the matrix. Neighbours are exact
-(scikit-learn) up to ``EXACT_MAX`` cells and approximate above (Annoy, as openTSNE ships it, ``ANNOY_TREES`` trees).
+The space: log1p(CP10k) over the query's own genes (all of them, not only the reference's), the ``n_genes``
+genes of highest variance in the query, each scaled to unit variance over the query, then the first
+``n_components`` principal components. The PCA is exact and streamed: one pass for the genes' variances
+(`GeneMoments`, which prediction accumulates during its own pass over the query), one for the covariance of the
+chosen genes, one to project, so memory holds n x ``n_components`` values rather than the matrix. Above
+``FIT_MAX_CELLS`` cells the genes and components come from a seeded random subset (`fit_rows`); every cell is
+projected. Neighbours are exact (scikit-learn) up to ``EXACT_MAX`` cells and approximate above (Annoy, as
+openTSNE ships it, ``ANNOY_TREES`` trees).
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import numpy as np
 import scipy.sparse as sp
@@ -33,18 +30,32 @@ N_NEIGHBORS = 15  # scanpy's default for its neighbour graph
 N_COMPONENTS = 30
 N_GENES = 2000
 SCALE_FLOOR = 1e-3  # added to each gene's standard deviation
-EXACT_MAX = 100_000  # above this, Annoy (at 100,000 synthetic cells: 16 s with 50 trees, exact 29 s)
-# Annoy trees: openTSNE's 50 find 94% of the exact neighbours on Kang -> pbmc3k, 10 find 74%, yet the averaged
-# score ranks unseen cells as well (AUROC 0.939 / 0.941, exact 0.931), and 10 build 5x faster (1M cells: 79 s)
-ANNOY_TREES = 10
+EXACT_MAX = 100_000  # above this many cells, approximate neighbours (Annoy)
+ANNOY_TREES = 10  # fewer than openTSNE's 50: the averaged score ranks cells as well, and they build faster
 FIT_MAX_CELLS = 50_000  # above this many cells, genes and components come from a seeded random subset
 MIN_CELLS_PER_NEIGHBOUR = 4  # a query needs n_neighbors x this many cells, else neighbourhoods span most of it
 
 Blocks = Callable[[np.ndarray | None], Iterable[sp.csr_matrix]]
+Progress = Callable[[str, int], Any]  # (pass name, cells) -> an object with update(n) and close(), e.g. tqdm
 
 
 def check_neighbours(n) -> int:
-    """``neighbours`` of prediction: 0 (off) or a neighbourhood size of at least 2 cells."""
+    """The ``neighbours`` setting of prediction, checked.
+
+    Parameters
+    ----------
+    n : int
+        0 (off: each cell's score on its own) or a neighbourhood size of at least 2 cells.
+
+    Returns
+    -------
+    int
+
+    Raises
+    ------
+    ValueError
+        For anything else (1, a negative number, a fraction, text).
+    """
     try:
         value = int(n)
     except (TypeError, ValueError):
@@ -55,15 +66,73 @@ def check_neighbours(n) -> int:
 
 
 def min_cells(n_neighbors: int = N_NEIGHBORS) -> int:
+    """The fewest query cells that neighbourhoods of ``n_neighbors`` cells are computed for."""
     return int(n_neighbors) * MIN_CELLS_PER_NEIGHBOUR
 
 
+def fit_rows(n_cells: int, seed: int = 0) -> np.ndarray | None:
+    """The sorted indices of the cells the genes and components are chosen from: a seeded random
+    ``FIT_MAX_CELLS`` of them above that many cells, else None (all of them)."""
+    n = int(n_cells)
+    if n <= FIT_MAX_CELLS:
+        return None
+    return np.sort(np.random.default_rng(int(seed)).choice(n, FIT_MAX_CELLS, replace=False))
+
+
+class GeneMoments:
+    """Per-gene sums and sums of squares over cells, accumulated block by block: the variance pass of the
+    neighbourhoods' PCA. Feed it the same values, in the same blocks, as ``QueryNeighbours.fit`` would read."""
+
+    def __init__(self):
+        self.m, self.total, self.squares = 0, None, None
+
+    def add(self, N: sp.csr_matrix) -> None:
+        """Add the cells of ``N`` (cells x genes, log1p CP10k)."""
+        self.m += N.shape[0]
+        s = np.asarray(N.sum(axis=0), dtype=np.float64).ravel()
+        q = np.asarray(N.multiply(N).sum(axis=0), dtype=np.float64).ravel()
+        self.total, self.squares = (s, q) if self.total is None else (self.total + s, self.squares + q)
+
+
+def _counted(blocks: Iterable[sp.csr_matrix], progress: Progress | None, name: str, total: int):
+    """``blocks`` with a progress bar named ``name`` that counts their cells."""
+    bar = progress(name, total) if progress is not None else None
+    try:
+        for N in blocks:
+            if bar is not None:
+                bar.update(N.shape[0])
+            yield N
+    finally:
+        if bar is not None:
+            bar.close()
+
+
 class QueryNeighbours:
-    """``fit(blocks, n_cells)`` on the query, then ``smooth(values)`` for any per-cell score. ``blocks(rows)``
-    yields the log1p CP10k values of the query's cells in order, every time it is called: of all of them
-    (``rows=None``) or of those at the sorted indices ``rows`` only. ``indices_``: n x ``n_neighbors`` (the cell
-    itself first); ``coords_``: the cells in the components; ``genes_``: the columns chosen; ``fitted_on``: the
-    number of cells the genes and components were chosen from."""
+    """Each query cell's nearest query cells, then ``smooth(values)`` for any per-cell score.
+
+    Parameters
+    ----------
+    n_neighbors : int
+        Cells per neighbourhood, the cell itself included (at least 2).
+    n_components : int
+        Principal components of the space.
+    n_genes : int
+        The query's most variable genes the components are computed from.
+    seed : int
+        Seeds the subset of `fit_rows` and Annoy.
+
+    Attributes
+    ----------
+    indices_ : ndarray of shape (n, n_neighbors)
+        Each cell's neighbourhood, the cell itself first.
+    coords_ : ndarray of shape (n, components_)
+        The cells in the components.
+    genes_ : ndarray
+        The columns chosen.
+    components_ : int
+    fitted_on : int
+        The number of cells the genes and components were chosen from.
+    """
 
     def __init__(self, n_neighbors: int = N_NEIGHBORS, n_components: int = N_COMPONENTS, n_genes: int = N_GENES,
                  seed: int = 0):
@@ -74,28 +143,52 @@ class QueryNeighbours:
         self.n_genes = int(n_genes)
         self.seed = int(seed)
 
-    def fit(self, blocks: Blocks, n_cells: int) -> "QueryNeighbours":
+    def fit(self, blocks: Blocks, n_cells: int, *, moments: GeneMoments | None = None,
+            progress: Progress | None = None) -> "QueryNeighbours":
+        """Find the neighbourhoods of the ``n_cells`` query cells.
+
+        Parameters
+        ----------
+        blocks : callable
+            ``blocks(rows)`` yields the log1p CP10k values (CSR, cells x genes) of the query's cells in order,
+            every time it is called: of all of them (``rows=None``) or of those at the sorted indices ``rows``.
+        n_cells : int
+            At least ``min_cells(n_neighbors)``.
+        moments : GeneMoments, optional
+            The variance pass done already, over the cells ``fit_rows(n_cells, seed)``; then ``blocks`` is read
+            twice, else three times.
+        progress : callable, optional
+            ``progress(pass name, cells)`` opens a progress bar for each pass.
+
+        Returns
+        -------
+        QueryNeighbours
+            self, fitted.
+
+        Raises
+        ------
+        ValueError
+            When there are too few cells, or the blocks give another number of cells than expected.
+        """
         n = int(n_cells)
         if n < min_cells(self.n_neighbors):
             raise ValueError(f"{n} cells are too few for neighbourhoods of {self.n_neighbors} "
                              f"(at least {min_cells(self.n_neighbors)} are needed)")
-        rows = None
-        if n > FIT_MAX_CELLS:  # the genes and components from a seeded random subset; every cell is projected
-            rows = np.sort(np.random.default_rng(self.seed).choice(n, FIT_MAX_CELLS, replace=False))
-        m, total, squares = 0, None, None
-        for N in blocks(rows):
-            m += N.shape[0]
-            s, q = np.asarray(N.sum(axis=0), dtype=np.float64).ravel(), np.asarray(N.multiply(N).sum(axis=0),
-                                                                                  dtype=np.float64).ravel()
-            total, squares = (s, q) if total is None else (total + s, squares + q)
-        if m != (n if rows is None else len(rows)):
-            raise ValueError(f"the blocks gave {m} cells, not the {n if rows is None else len(rows)} expected")
+        rows = fit_rows(n, self.seed)
+        m_expected = n if rows is None else len(rows)
+        if moments is None:
+            moments = GeneMoments()
+            for N in _counted(blocks(rows), progress, "neighbours: gene variances", m_expected):
+                moments.add(N)
+        m, total, squares = moments.m, moments.total, moments.squares
+        if m != m_expected:
+            raise ValueError(f"the blocks gave {m} cells, not the {m_expected} expected")
         mean = total / m
         var = np.maximum(squares / m - mean ** 2, 0.0)
         genes = np.sort(np.argsort(-var, kind="stable")[: min(self.n_genes, int(np.sum(var > 0)) or 1)])
         scale = np.sqrt(var[genes]) + SCALE_FLOOR
         cross = np.zeros((len(genes), len(genes)))
-        for N in blocks(rows):
+        for N in _counted(blocks(rows), progress, "neighbours: covariance", m_expected):
             G = N[:, genes].toarray()  # dense: BLAS is far faster than a sparse product with ~2000 genes
             cross += G.T @ G
         mu = mean[genes]
@@ -105,7 +198,8 @@ class QueryNeighbours:
         vectors = vectors[:, np.argsort(values)[::-1][:k]]
         weights = vectors / scale[:, None]  # the scaling folded in: P = N[:, genes] @ weights - offset
         offset = (mu / scale) @ vectors
-        P = np.concatenate([np.asarray(N[:, genes] @ weights) - offset for N in blocks(None)]).astype(np.float32)
+        P = np.concatenate([np.asarray(N[:, genes] @ weights) - offset
+                            for N in _counted(blocks(None), progress, "neighbours: projection", n)]).astype(np.float32)
         if P.shape[0] != n:
             raise ValueError(f"the blocks gave {P.shape[0]} cells, not the {n} expected")
         self.genes_, self.components_, self.coords_, self.fitted_on = genes, k, P, m
@@ -138,14 +232,15 @@ class QueryNeighbours:
         return values[self.indices_].mean(axis=1)
 
     def record(self) -> dict:
+        """What was done, for ``uns['gsrcl']['neighbours']``."""
         return {"n_neighbors": self.n_neighbors, "n_components": int(self.components_), "n_genes": len(self.genes_),
                 "fitted_on_cells": int(self.fitted_on),
-                "space": "log1p(CP10k) over the reference genes; the query's most variable genes, scaled; PCA",
+                "space": "log1p(CP10k) over the query's own genes; its most variable genes, scaled; PCA",
                 "search": "exact" if self.indices_.shape[0] <= EXACT_MAX else "approximate (Annoy)"}
 
 
 def in_blocks(N: sp.csr_matrix, block_size: int = 4096) -> Blocks:
-    """``blocks`` for a matrix held in memory."""
+    """``blocks`` (as `QueryNeighbours.fit` reads them) for a matrix held in memory."""
     N = sp.csr_matrix(N)
 
     def blocks(rows=None):

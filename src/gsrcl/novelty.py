@@ -7,13 +7,11 @@ by its spread over the reference cells, projected on the reference's first princ
 the Mahalanobis distance to the nearest reference type's centroid (covariance pooled within types), divided by
 the median of that distance over the reference cells, each measured by a model fitted without it (5-fold): 1 is
 a typical reference cell seen as a query cell is seen. The percentiles (``threshold``, the ``novelty_cutoff`` of
-prediction) are of those held-out scores too. The components and covariance fit the reference cells' own noise,
-so the cells' in-sample distances run high: the in-sample median was 1.2-1.6 times the held-out one on the
-accuracy benchmark's references (1.5 on CellBench's 240 cells x 15,073 genes), and a cut-off at the in-sample
-99th percentile called 0.0% of the Kang donor 2 cells novel, the held-out one 1.6%
-(``benchmarks/novelty_calibration.py``).
+prediction) are of those held-out scores too, because the components and covariance fit the reference cells'
+own noise, so their in-sample distances run shorter than a query cell's (docs/decisions.md).
 
-It is fitted at training time on the reference cells and stored with the reference as plain arrays.
+It is fitted at training time on the reference cells' model input (`gsrcl.model_input.ModelInput`, which
+gives its log1p CP10k) and stored with the reference as plain arrays.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+
 N_COMPONENTS = 50
 SCALE_FLOOR = 0.01  # added to each gene's standard deviation, so genes silent in the reference stay finite
 N_QUANTILES = 1001  # the reference cells' score distribution, for percentiles
@@ -30,28 +29,55 @@ CALIBRATION_FOLDS = 5  # the median and percentiles come from reference cells sc
 _DENSE_MAX = 20_000_000  # below this many matrix entries the PCA runs on a dense copy (exact SVD)
 
 
-CP10K = 1e4
+def _log1p_cp10k(Xm, model_input) -> sp.csr_matrix:
+    """The score's space, log1p CP10k (CSR float32), from the model input ``Xm``: by ``model_input``, or for
+    ``Xm`` on the natural log1p scale without depth normalisation when None."""
+    from .model_input import ModelInput
 
-
-def novelty_input(Xm, cp10k: bool = False) -> sp.csr_matrix:
-    """log1p(CP10k) from the model input (natural log1p scale): the per-cell depth taken out. ``cp10k``: the
-    model input is log1p CP10k already (the default preset's), so it is used as it is."""
-    from .values import log1p_normalized
-
-    return sp.csr_matrix(Xm, dtype=np.float32) if cp10k else log1p_normalized(Xm, CP10K)
+    return (model_input or ModelInput("log1p")).novelty_input(Xm)
 
 
 class NoveltyModel:
-    """``fit(Xm, labels)`` on the reference's model input, then ``score(Xm)`` for any cells on the same genes."""
+    """``fit(Xm, labels)`` on the reference's model input, then ``score(Xm)`` for any cells on the same genes.
+
+    Parameters
+    ----------
+    n_components : int
+        Principal components kept (fewer for a reference with fewer cells or genes).
+    seed : int
+        The seed of the sparse PCA and of the calibration folds.
+    """
 
     def __init__(self, n_components: int = N_COMPONENTS, seed: int = 0):
         self.n_components = int(n_components)
         self.seed = int(seed)
 
     # --- fitting -------------------------------------------------------------------------------------
-    def fit(self, Xm, labels, cp10k: bool = False) -> "NoveltyModel":
+    def fit(self, Xm, labels, model_input=None) -> "NoveltyModel":
+        """Fit the score on reference cells.
+
+        Parameters
+        ----------
+        Xm : scipy.sparse matrix
+            The reference cells' model input (cells x reference genes).
+        labels : array-like of str
+            Each cell's type.
+        model_input : gsrcl.model_input.ModelInput, optional
+            The reference's model input, which turns ``Xm`` into log1p CP10k (`ModelInput.novelty_input`);
+            None: ``Xm`` is natural log1p values that are not depth-normalised.
+
+        Returns
+        -------
+        NoveltyModel
+            self.
+
+        Raises
+        ------
+        ValueError
+            For fewer than 2 cells or 2 genes.
+        """
         labels = np.asarray(labels).astype(str)
-        N = novelty_input(Xm, cp10k)
+        N = _log1p_cp10k(Xm, model_input)
         if min(N.shape) < 2:
             raise ValueError(f"the novelty score needs at least 2 cells and 2 genes, not {N.shape}")
         self._fit_space(N, labels)
@@ -125,10 +151,11 @@ class NoveltyModel:
             best = np.minimum(best, np.einsum("ij,jk,ik->i", diff, self.precision_, diff))
         return np.sqrt(np.maximum(best, 0.0))
 
-    def score(self, Xm, cp10k: bool = False) -> np.ndarray:
-        """The novelty score of each cell (rows of the model input, reference genes in order; ``cp10k`` as
-        `novelty_input`)."""
-        return self._distance(self._project(novelty_input(Xm, cp10k))) / self.median_
+    def score(self, Xm, model_input=None) -> np.ndarray:
+        """The novelty score of each cell: rows of the model input, reference genes in order; ``model_input``
+        as in `fit`."""
+        N = _log1p_cp10k(Xm, model_input)
+        return self._distance(self._project(N)) / self.median_
 
     def percentile(self, score) -> np.ndarray:
         """The share (0-100) of reference cells that score below ``score``."""

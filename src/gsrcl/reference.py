@@ -2,9 +2,11 @@
 
 A reference is a directory ``REFDIR/NAME/`` holding exactly two files:
 
-- ``manifest.json``: format version, method, preset and hyperparameters, the genes in model order, the cell
-  types, how values are expected and transformed, a training-data summary, validation scores, versions and
-  date, the name/shape/dtype of every array and the SHA-256 of ``arrays.npz``;
+- ``manifest.json``: format version, method, preset and hyperparameters (the estimator's and the pipeline's:
+  ``ensemble``, ``pool``, ``member_seeds``; references made before this version also list runtime settings
+  there, which loading ignores), the genes in model order, the cell types, the model input (``values``: how
+  values are expected and transformed, `gsrcl.model_input.ModelInput`), a training-data summary, validation
+  scores, versions and date, the name/shape/dtype of every array and the SHA-256 of ``arrays.npz``;
 - ``arrays.npz``: every weight as a plain numpy array, read back with ``allow_pickle=False`` (the novelty
   score's arrays under ``novelty.``; a reference without them loads, and predicts without a novelty score;
   the gene scale under ``input.scale``, absent from references made before it or with ``scale_genes=False``).
@@ -90,7 +92,15 @@ class Reference:
 
     @property
     def values(self) -> dict[str, Any]:
+        """The manifest's ``values`` section: the recorded `model_input`."""
         return self.manifest["values"]
+
+    @property
+    def model_input(self):
+        """The `gsrcl.model_input.ModelInput` the reference was trained on, to apply to every query."""
+        from .model_input import ModelInput
+
+        return ModelInput.from_manifest(self.values)
 
     @property
     def model(self):
@@ -109,11 +119,25 @@ class Reference:
         if config is None:
             return None
         if self._novelty is None:
-            from .methods._training import split_arrays
+            from .methods.state import split_arrays
             from .novelty import NoveltyModel
 
             self._novelty = NoveltyModel.from_state(config, split_arrays(self.arrays, NOVELTY_PREFIX), len(self.genes))
         return self._novelty
+
+    def __repr__(self) -> str:
+        """One line: name, method, preset, numbers of cell types and genes, creation date."""
+        from .reference_summary import one_line
+
+        return one_line(self.manifest)
+
+    def summary(self, *, all_genes: bool = False) -> str:
+        """The reference in detail, as ``gsrcl references show`` prints it (`gsrcl.reference_summary.describe`):
+        cells per type, validation scores, genes (the first few, or all with ``all_genes``), value handling,
+        novelty score, creation and versions."""
+        from .reference_summary import describe
+
+        return describe(self.manifest, all_genes=all_genes)
 
     # --- building ------------------------------------------------------------------------------------------
     @classmethod
@@ -123,13 +147,36 @@ class Reference:
         *,
         name: str,
         genes: list[str],
-        values: dict[str, Any],
+        model_input,
         preset: str,
         hyperparameters: dict[str, Any],
         training: dict[str, Any],
         validation: dict[str, Any],
         novelty=None,
     ) -> "Reference":
+        """A reference of a fitted model, its manifest assembled here from every part (the one place it is).
+
+        Parameters
+        ----------
+        model : fitted estimator or Ensemble
+        name : str
+        genes : list of str
+            The reference's genes, in the model's input order.
+        model_input : gsrcl.model_input.ModelInput
+            Recorded as the manifest's ``values`` section.
+        preset : str
+        hyperparameters : dict
+            The resolved settings of training (the estimator's and the pipeline's; no runtime setting).
+        training, validation : dict
+            The training summary and the validation scores.
+        novelty : NoveltyModel, optional
+            Stored under ``novelty.``.
+
+        Raises
+        ------
+        InvalidReferenceError
+            For fewer than two cell types, or an empty or duplicated gene list.
+        """
         config, arrays = model.state()
         novelty_config = None
         if novelty is not None:
@@ -145,7 +192,7 @@ class Reference:
             "hyperparameters": hyperparameters,
             "genes": list(map(str, genes)),
             "cell_types": list(map(str, model.cell_types)),
-            "values": values,
+            "values": model_input.to_manifest(),
             "training": training,
             "validation": validation,
             "model": config,

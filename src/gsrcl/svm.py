@@ -1,4 +1,4 @@
-"""RBF-kernel SVM classifier whose fitted state is plain arrays, evaluated by our own numpy code (METHODS.md
+"""RBF-kernel SVM classifier whose fitted state is plain arrays, evaluated by our own numpy code (docs/methods.md
 §3.7, §5 items 12 and 19).
 
 Training uses scikit-learn (`SVC` inside `GridSearchCV`, Platt scaling by libsvm's internal CV); the fitted model
@@ -31,7 +31,7 @@ SCORERS = ("mcc", "f1_macro", "accuracy")
 FORMAT = 1
 _MIN_PROB = 1e-7
 _KERNEL_BUDGET = 1 << 24  # kernel entries evaluated at once
-DISTANCE_CELLS_MAX = 5000  # fit_svc(distances=True) holds an n x n matrix of squared distances (200 MB here)
+DISTANCE_CELLS_MAX = 5000  # fit_svc(distances=True) holds an n x n float64 matrix of squared distances
 
 
 def _pairs(k: int) -> list[tuple[int, int]]:
@@ -405,16 +405,16 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
     `ties`: which of the settings sharing the best CV score is refitted. ``first`` is GridSearchCV's (and the
     original's) rule: the first in grid order, i.e. the smallest C. ``largest_c`` takes the largest C among
     them (then the first gamma): on contrastive embeddings the CV score often saturates (every setting
-    classifies every held-out cell right), and the grid order then picked C=0.1, which lost up to 0.06 macro-F1
-    on held-out cells against C=100 at the same CV score (measurements: ``gsrcl.methods.afrcl``).
+    classifies every held-out cell right), and the smallest C then generalised worse than a large one at the
+    same CV score (docs/decisions.md).
 
     `cv` is lowered to the size of the smallest class when that is smaller (at least 2); with a class of a
     single cell there is no CV and the SVC uses C=1, gamma='scale'.
 
     `distances`: run the grid and the final fit on one matrix of squared distances between the cells
     (`_grid_on_distances`, `_fit_on_distances`), for a dense X of many features (GsRCL's SVMs on the genes):
-    libsvm computes each kernel value afresh in every fit, at O(d) each, which made 5 SVMs on 800 cells x
-    19,371 genes take over 20 minutes. True computes that matrix (for a dense X of at most
+    libsvm computes each kernel value afresh in every fit, at O(d) each, which for thousands of genes dominates
+    the fits' cost. True computes that matrix (for a dense X of at most
     ``DISTANCE_CELLS_MAX`` rows; libsvm's own path otherwise); an array is that matrix for X's rows, computed once
     by a caller that fits several SVMs on the same cells (``squared_distances``)."""
     from joblib import parallel_config
@@ -438,8 +438,8 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
         else:
             search = GridSearchCV(_svc(seed, False), {k: list(v) for k, v in grid.items()}, scoring=scorer,
                                   cv=splits, n_jobs=n_jobs, refit=False, error_score=np.nan)
-            # threads, not processes: libsvm releases the GIL, and worker processes hung inside the benchmark's
-            # own worker process
+            # threads, not processes: libsvm releases the GIL, and worker processes can hang when the caller is
+            # itself a worker process
             with parallel_config(backend="threading"):
                 _fit_quietly(search, X, y)
             results = search.cv_results_
@@ -493,12 +493,17 @@ def _best_params(results: Mapping, ties: str) -> dict:
 
 
 def quick_score(X_train, y_train, X_val, y_val, scoring: str = "mcc") -> float:
-    """A cheap validation score of a representation for checkpoint selection (METHODS §5 item 18): one SVC at
-    C=1, gamma='scale' fitted on the training cells, scored on the validation cells.
+    """A cheap validation score of a representation, for checkpoint selection (docs/methods.md §5 item 18).
 
-    Chosen by ranking 10 representations (PCA-2..50 of log counts, PCA-50 plus noise) of three real datasets
-    against the full grid's validation MCC: Spearman 0.93 / 0.98 / 0.90 (mouse immune, pbmc3k, CellBench 5cl),
-    against 0.91 / 0.99 / 0.77 for C=10 and 0.95 / 0.96 / 0.84 for 15-NN, at 1/55-1/70 of the grid's time."""
+    One SVC at C=1, gamma='scale' fitted on the training cells, scored by ``scoring`` on the validation cells.
+    It ranks representations nearly as the full grid's validation score does, at a small fraction of its cost
+    (docs/decisions.md).
+
+    Raises
+    ------
+    ValueError
+        An unknown ``scoring``.
+    """
     _scorer(scoring)
     X_train, y_train, _ = _check_xy(X_train, y_train)
     svc = _fit_quietly(_svc(0, False, C=1.0, gamma="scale"), X_train, y_train)

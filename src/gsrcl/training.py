@@ -1,21 +1,19 @@
 """``gsrcl.train``: build a reference from labelled cells.
 
-The steps: labels checked (missing or empty labels are a LabelsError); values detected (raw counts get log1p,
-values already log1p are used as they are, never logged twice; scaled values are refused; the default preset
-then scales each cell to 10,000 on the count scale, log1p CP10k, after any gene selection, as prediction
-does over the reference genes); cell types with
-fewer than ``min_cells`` cells dropped with a warning naming them; optionally the ``top_genes`` most variable
-genes (variance of the log1p values over the reference cells; the reference's gene list is then those genes);
-optionally only the genes the reference shares with a query (``genes_from``: the query's genes, matched
-as prediction matches them; applied first); a stratified validation split (``validation_size`` of each type
-with at least 10 cells; smaller types go to training only); the method's ``fit``; the novelty score
-(`gsrcl.novelty`, on all the cells); and a `Reference` whose manifest records all of it.
+The steps, in order: the labels checked; the values' kind detected and the model input fitted
+(`gsrcl.model_input.ModelInput`: raw counts get log1p, log1p values are used as they are, scaled values are
+refused); cell types with fewer than ``min_cells`` cells dropped, with a warning naming them; the genes chosen
+(only those shared with a query, ``genes_from``, then the ``top_genes`` most variable, by the variance of the
+log1p values); each cell scaled to the preset's library size (log1p CP10k), over the chosen genes, as prediction
+does over the reference's genes; per ensemble member, a stratified validation split and the method's ``fit``;
+the novelty score (`gsrcl.novelty`) on all the cells; and the `Reference`, whose manifest records all of it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -24,19 +22,18 @@ import scipy.sparse as sp
 
 from .errors import DuplicateGenesError, GeneOverlapError, GsrclError, LabelsError, ValuesError
 from .methods import METHODS, get_method
+from .methods.base import DEFAULT_SEED
+from .methods.encoding import as_csr
 from .methods.ensemble import Ensemble, check_pool, member_seeds
-from .methods._training import (
-    MIN_CELLS,
-    MIN_VALIDATION_CELLS,
-    as_csr,
-    check_labels,
-    drop_rare_classes,
-    resolve_device,
-    split_validation,
-)
+from .methods.labels import MIN_CELLS, MIN_VALIDATION_CELLS, check_labels, drop_rare_classes, split_validation
+from .methods.presets import get_preset
+from .methods.session import resolve_device
+from .model_input import ModelInput
 from .reference import Reference
 
 log = logging.getLogger("gsrcl.training")
+
+PROVENANCE_KEYS = ("input", "labels", "genes_from")
 
 
 def train(
@@ -46,42 +43,78 @@ def train(
     *,
     name: str | None = None,
     preset: str = "default",
-    epochs: int | None = None,
-    seed: int = 1111,
-    device: str = "cpu",
-    quiet: bool = False,
-    validation_size: float = 0.2,
+    seed: int = DEFAULT_SEED,
+    ensemble: int | None = None,
+    pool: str | None = None,
+    library_size: float | None = None,
     top_genes: int | None = None,
     genes_from=None,
     min_cells: int = MIN_CELLS,
     novelty: bool = True,
-    **overrides,
+    device: str = "cpu",
+    threads: int | None = None,
+    quiet: bool = False,
+    provenance: Mapping[str, str] | None = None,
+    **params,
 ) -> Reference:
-    """Train ``method`` ("afrcl" or "gsrcl") on ``adata`` and return the reference (not yet saved).
+    """Train a reference of ``method`` on the labelled cells of ``adata``; it is not saved.
 
-    ``labels_key``: a column of ``adata.obs``, or the labels themselves (array or Series; a Series indexed
-    by cell names is aligned to ``adata.obs_names``). ``overrides`` go to the method (e.g. ``hidden=(64,)``).
-    ``genes_from``: a query (AnnData, its ``var``, or gene names): train on the genes it shares with ``adata``
-    only, so the encoder never learns from genes that query will lack (applied before ``top_genes``).
-    ``novelty``: also fit the novelty score (`gsrcl.novelty`) on all the reference cells, stored with it.
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        Cells x genes, raw counts or log1p values in ``X``; gene names unique.
+    labels_key : str or array-like or pandas.Series
+        A column of ``adata.obs``, or the labels themselves (a Series indexed by cell names is aligned to
+        ``adata.obs_names``; every cell needs a label).
+    method : {"afrcl", "gsrcl"}
+    name : str, optional
+        The reference's name (default "reference").
+    preset : str
+        The preset (`gsrcl.methods.presets.PRESETS`) of every setting not given here.
+    seed : int
+        The seed of the first ensemble member; the others' are drawn from it (`member_seeds`).
+    ensemble, pool, library_size : optional
+        The pipeline settings (`gsrcl.methods.presets.Preset`); None: the preset's. ``library_size`` 0: no
+        per-cell scaling.
+    top_genes : int, optional
+        Keep the ``top_genes`` most variable genes only.
+    genes_from : AnnData, pandas.DataFrame or list of str, optional
+        A query (or its ``var``, or its gene names): train on the genes it shares with ``adata`` only, so the
+        encoder never learns from genes that query lacks (applied before ``top_genes``).
+    min_cells : int
+        Cell types with fewer cells are dropped.
+    novelty : bool
+        Also fit the novelty score, stored with the reference.
+    device, threads, quiet :
+        Runtime settings: the torch device, torch threads (None: torch's choice), no progress bars. They are
+        not saved as hyperparameters.
+    provenance : mapping, optional
+        Where the data came from, recorded in the manifest's ``training`` section: ``input`` (the data file),
+        ``labels`` (replaces the labels' description, e.g. a label file's path), ``genes_from`` (the file of
+        ``genes_from``).
+    **params
+        The estimator's hyperparameters (the fields of `AFRCLParams` / `GsRCLParams`, e.g. ``epochs=50``,
+        ``hidden=(64,)``, ``validation_size=0.3``) and its other runtime settings (``block``).
+
+    Returns
+    -------
+    Reference
+
+    Raises
+    ------
+    GsrclError
+        For an unknown method, preset or parameter, or a value out of range (before the data is read).
+    LabelsError, DuplicateGenesError, GeneOverlapError, ValuesError
+        For labels, gene names or values the training cannot use.
     """
     t0 = time.perf_counter()
-    if method not in METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    try:
-        resolve_device(device)
-    except ValueError as exc:
-        raise GsrclError(str(exc)) from None
-    if not 0 <= validation_size < 1:
-        raise GsrclError(f"validation_size must be at least 0 and below 1, not {validation_size}")
-    try:
-        make = lambda s: get_method(method)(preset=preset, epochs=epochs, seed=s, device=device, quiet=quiet,
-                                            **overrides)
-        model = make(seed)
-        seeds = member_seeds(seed, model.params["ensemble"])
-        check_pool(model.params["pool"])
-    except (TypeError, ValueError) as exc:  # an unknown parameter or preset, a bad value
-        raise GsrclError(str(exc)) from None
+    unknown = sorted(set(provenance or {}) - set(PROVENANCE_KEYS))
+    if unknown:
+        raise GsrclError(f"unknown provenance key(s) {', '.join(unknown)}; known: {', '.join(PROVENANCE_KEYS)}")
+    make, p, seeds, pool, library_size = _settings(method, preset, seed, ensemble, pool, library_size, device,
+                                                   threads, quiet, params)
+    model = make(seed)
+    validation_size = p["validation_size"]
 
     labels, labels_source = _labels(adata, labels_key)
     genes = pd.Index(adata.var_names.astype(str))
@@ -92,22 +125,8 @@ def train(
             "(e.g. anndata's var_names_make_unique) before training"
         )
     X = _matrix(adata)
-
-    from .values import detect_values, log1p_normalized, to_model_input
-
-    report = detect_values(X)
-    if report.kind != "scaled":  # scaled values are refused just below, with their own message
-        (log.warning if report.warn else log.info)("values: %s", report.message)
-    Xm = to_model_input(X, report)
-    library_size = model.params.get("library_size")
-    values = {
-        "expected": report.kind,
-        "transform": "log1p" if report.kind in ("counts", "normalized") else "none",
-        "log_base": float(report.log_base) if report.log_base else None,
-        # then each cell scaled to this total on the count scale and logged again (None: not scaled)
-        "library_size": float(library_size) if library_size else None,
-        "message": report.message,
-    }
+    model_input = ModelInput.fit(X, library_size)
+    Xm = model_input.log1p(X)
 
     n_input = Xm.shape[0]
     keep, dropped = drop_rare_classes(labels, min_cells)
@@ -117,12 +136,13 @@ def train(
     selection = None
     if genes_from is not None:
         Xm, genes, selection = _shared_genes(Xm, genes, genes_from)
+        if provenance and provenance.get("genes_from"):
+            selection["query"] = provenance["genes_from"]
     if top_genes is not None:
         Xm, genes, top = _top_genes(Xm, genes, int(top_genes))
         selection = top if selection is None else {**top, "after": selection}
 
-    if library_size:  # after the gene selection: prediction scales each query cell over the reference genes
-        Xm = log1p_normalized(Xm, float(library_size))
+    Xm = model_input.normalize(Xm)  # after the gene selection: prediction scales over the reference's genes
     # each member its own seed: its own validation split, weights and batches (the first is the seed's own)
     splits = [split_validation(labels, validation_size, s, MIN_VALIDATION_CELLS) for s in seeds]
     tr, va = splits[0]
@@ -138,23 +158,24 @@ def train(
         members.append(member)
         if len(seeds) > 1:
             log.info("model %d of %d (seed %d) trained", i + 1, len(seeds), s)
-    model = members[0] if len(members) == 1 else Ensemble(members)
+    model = members[0] if len(members) == 1 else Ensemble(members, pool=pool)
     fit_seconds = time.perf_counter() - t_fit
     novelty_model, novelty_seconds = None, 0.0
     if novelty:
-        from .novelty import CP10K, NoveltyModel
+        from .novelty import NoveltyModel
 
         t_nov = time.perf_counter()
-        novelty_model = NoveltyModel(seed=seed).fit(Xm, labels, cp10k=library_size == CP10K)
+        novelty_model = NoveltyModel(seed=seed).fit(Xm, labels, model_input)
         novelty_seconds = time.perf_counter() - t_nov
         log.info("novelty score fitted on %d cells, %d components, in %.1f s", len(labels),
                  novelty_model.components_.shape[0], novelty_seconds)
 
     import torch
 
-    history = getattr(model, "history_", {})
+    provenance = dict(provenance or {})
     training = {
-        "labels": labels_source,
+        "labels": provenance.get("labels", labels_source),
+        **({"input": provenance["input"]} if "input" in provenance else {}),
         "cells_input": int(n_input),
         "cells": int(len(labels)),
         "cells_train": int(len(tr)),
@@ -173,19 +194,67 @@ def train(
         "seconds_fit": round(fit_seconds, 2),
         "seconds_novelty": round(novelty_seconds, 2),
         "seconds": round(time.perf_counter() - t0, 2),
-        "history": _history(history),
+        "history": _history(getattr(model, "history_", {})),
     }
+    pipeline = {"ensemble": len(seeds), "pool": pool, **({"member_seeds": seeds} if len(seeds) > 1 else {})}
     return Reference.from_model(
         model,
         name=name or "reference",
         genes=list(genes),
-        values=values,
+        model_input=model_input,
         preset=preset,
-        hyperparameters=model.hyperparameters,
+        hyperparameters={**model.hyperparameters, **pipeline},
         training=training,
         validation=getattr(model, "validation_", {}),
         novelty=novelty_model,
     )
+
+
+def check_settings(method: str, preset: str = "default", **settings) -> None:
+    """Check the settings of a `train` call without training (the CLI calls it before reading the data).
+
+    Parameters
+    ----------
+    method, preset :
+        As `train`.
+    **settings
+        `train`'s keyword settings (``seed``, ``ensemble``, ``pool``, ``library_size``, ``device``, ``threads``,
+        ``quiet``) and the estimator's parameters.
+
+    Raises
+    ------
+    GsrclError
+        As `train` raises it for these settings.
+    """
+    known = ("seed", "ensemble", "pool", "library_size", "device", "threads", "quiet")
+    kw = {k: settings.pop(k) for k in known if k in settings}
+    _settings(method, preset, kw.get("seed", DEFAULT_SEED), kw.get("ensemble"), kw.get("pool"),
+              kw.get("library_size"), kw.get("device", "cpu"), kw.get("threads"), kw.get("quiet", False), settings)
+
+
+def _settings(method, preset, seed, ensemble, pool, library_size, device, threads, quiet, params):
+    """The resolved settings of `train`: a maker of member estimators, the first one's checked parameters, the
+    member seeds, the pool and the library size; GsrclError for any that is unknown or out of range."""
+    if method not in METHODS:
+        raise GsrclError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    try:
+        setting = get_preset(method, preset)
+        resolve_device(device)
+
+        def make(member_seed: int):
+            return get_method(method)(preset=preset, seed=member_seed, device=device, threads=threads, quiet=quiet,
+                                      **params)
+
+        p = make(seed)._check_params()
+        seeds = member_seeds(seed, setting.ensemble if ensemble is None else ensemble)
+        pool = setting.pool if pool is None else pool
+        check_pool(pool)
+        library_size = setting.library_size if library_size is None else library_size
+        if library_size is not None and not library_size >= 0:
+            raise ValueError(f"library_size must be a positive total (or 0: none), not {library_size!r}")
+    except (TypeError, ValueError) as exc:  # an unknown parameter or preset, a bad value
+        raise GsrclError(str(exc)) from None
+    return make, p, seeds, pool, library_size
 
 
 def _labels(adata, labels_key) -> tuple[np.ndarray, str]:
@@ -259,7 +328,7 @@ def _top_genes(Xm: sp.csr_matrix, genes: pd.Index, n: int):
 
 def _history(history: dict) -> dict:
     """The per-epoch history, JSON-able and rounded (it goes into the manifest)."""
-    from .methods._training import jsonable
+    from .methods.state import jsonable
 
     def rnd(v):
         if isinstance(v, float):

@@ -1,8 +1,9 @@
-"""Telling raw counts, log1p values, other normalised values and scaled values apart; the model input.
+"""Telling raw counts, log1p values, other normalised values and scaled values apart, and the transforms of
+the values into model input (`gsrcl.model_input.ModelInput` applies them in order).
 
-Both methods were trained on natural ``log1p`` of counts (METHODS.md §1.4). The original tool chose between
-"raw" and "logged" from the dtype (int ⇒ raw, float ⇒ logged), so counts written as ``1.0`` were taken as
-logged (§5 item 10). `detect_values` looks at the values of a row sample instead:
+Both methods were trained on natural ``log1p`` of counts (docs/methods.md §1.4). The original tool chose
+between "raw" and "logged" from the dtype (int ⇒ raw, float ⇒ logged), so counts written as ``1.0`` were taken
+as logged (docs/methods.md §5 item 10). `detect_values` looks at the values of a row sample instead:
 
 - any negative value: ``scaled`` (z-scored / centred; unusable, `to_model_input` refuses it);
 - every stored value integral (within 1e-6, whatever the dtype): ``counts``;
@@ -31,11 +32,13 @@ import scipy.sparse as sp
 
 from .errors import ValuesError
 
-__all__ = ["ValueReport", "detect_values", "to_model_input", "library_size_normalize", "KINDS"]
+__all__ = ["ValueReport", "detect_values", "to_model_input", "log1p_normalized", "library_size_normalize", "KINDS",
+           "CP10K"]
 
 log = logging.getLogger("gsrcl.values")
 
 KINDS = ("counts", "log1p", "normalized", "scaled")
+CP10K = 10_000  # counts per 10,000: the library size of log1p CP10k, the default presets' and the novelty score's
 INTEGER_TOL = 1e-6
 LOG_MAX = 30.0  # without a recognised pattern, a larger max is taken as not logged
 _PATTERN_TOL = 0.01  # |ratio - round(ratio)| for a value to count as an integer multiple
@@ -106,13 +109,32 @@ def _row_sum_note(y: np.ndarray, S: sp.csr_matrix, what: str) -> str:
     sums = sums[np.diff(S.indptr) > 0]
     mean = float(sums.mean())
     if sums.size >= 2 and float(sums.std()) <= 1e-3 * mean:
-        tag = next((t for v, t in ((1e4, " (CP10k)"), (1e6, " (CPM)")) if abs(mean - v) <= 0.01 * v), "")
+        tag = next((t for v, t in ((CP10K, " (CP10k)"), (1e6, " (CPM)")) if abs(mean - v) <= 0.01 * v), "")
         return f"{what} row sums constant at ≈{mean:,.0f}{tag}"
     return f"{what} row sums vary from {sums.min():,.0f} to {sums.max():,.0f} (a gene subset or another normalisation)"
 
 
 def detect_values(X, sample_rows: int = 2000, seed: int = 0) -> ValueReport:
-    """Classify the values of X (cells x genes, sparse or dense) from a sample of its non-empty rows."""
+    """Classify the values of ``X`` from a sample of its non-empty rows (the rules: the module docstring).
+
+    Parameters
+    ----------
+    X : sparse matrix or numpy.ndarray
+        Cells x genes.
+    sample_rows : int
+        The most rows looked at (500 for dense input).
+    seed : int
+        The seed of the row sample.
+
+    Returns
+    -------
+    ValueReport
+
+    Raises
+    ------
+    ValuesError
+        For a matrix that is not 2-D, holds only zeros, or holds NaN or infinite values.
+    """
     S = _sample(X, sample_rows, seed)
     rows_checked = S.shape[0]
     x = S.data
@@ -170,8 +192,25 @@ def detect_values(X, sample_rows: int = 2000, seed: int = 0) -> ValueReport:
 
 
 def to_model_input(X, kind: str | ValueReport, *, log_base: float | None = None) -> sp.csr_matrix:
-    """The encoder input (CSR float32, natural log1p scale) from X of the given kind. ``kind`` may be the
-    `ValueReport` itself, which also supplies ``log_base``. Zeros stay zeros; no dense copy."""
+    """``X`` on the natural log1p scale (CSR float32, a copy): log1p of counts and normalised values, log1p
+    values as they are (other log bases converted exactly). Zeros stay zeros; no dense copy.
+
+    Parameters
+    ----------
+    X : sparse matrix or numpy.ndarray
+        Cells x genes.
+    kind : str or ValueReport
+        One of `KINDS`, or the `ValueReport` of ``X``, which also gives ``log_base``.
+    log_base : float, optional
+        The log base of ``log1p`` values (None: natural).
+
+    Raises
+    ------
+    ValueError
+        For an unknown kind.
+    ValuesError
+        For ``scaled`` values, which the model cannot use.
+    """
     if isinstance(kind, ValueReport):
         log_base = kind.log_base if log_base is None else log_base
         kind = kind.kind
@@ -191,9 +230,10 @@ def to_model_input(X, kind: str | ValueReport, *, log_base: float | None = None)
 LOG_INPUT_MAX = 50.0  # model input clipped here before expm1 (e**50 is far above any count, below float32's max)
 
 
-def log1p_normalized(Xm, target: float = 1e4) -> sp.csr_matrix:
-    """log1p of each cell's values scaled to sum to ``target`` (e.g. log1p CP10k), from model input on the
-    natural log1p scale. Idempotent: values normalised already come back unchanged."""
+def log1p_normalized(Xm, target: float = CP10K) -> sp.csr_matrix:
+    """log1p of each cell's values scaled to sum to ``target`` (log1p CP10k by default), from values on the
+    natural log1p scale (CSR float32). Idempotent up to float rounding: values normalised already come back
+    nearly unchanged. Values above `LOG_INPUT_MAX` are clipped first (counts declared as logged would overflow)."""
     X = sp.csr_matrix(Xm, dtype=np.float32, copy=True)
     np.minimum(X.data, LOG_INPUT_MAX, out=X.data)  # counts declared as logged would overflow float32
     np.expm1(X.data, out=X.data)
@@ -202,8 +242,8 @@ def log1p_normalized(Xm, target: float = 1e4) -> sp.csr_matrix:
     return X
 
 
-def library_size_normalize(X, target: float = 1e4) -> sp.csr_matrix:
-    """Each row scaled to sum to ``target`` (CSR float32; all-zero rows stay zero)."""
+def library_size_normalize(X, target: float = CP10K) -> sp.csr_matrix:
+    """Each row of ``X`` scaled to sum to ``target`` (CSR float32, a copy; all-zero rows stay zero)."""
     out = sp.csr_matrix(X, dtype=np.float32, copy=True)
     sums = np.asarray(out.sum(axis=1), dtype=np.float64).ravel()
     scale = np.divide(target, sums, out=np.zeros_like(sums), where=sums > 0)

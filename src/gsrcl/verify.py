@@ -1,8 +1,9 @@
 """Step 1 of the original tool: read a query, check it, match its genes to a reference and write ONE file,
-``verified.h5ad``, that prediction reads (METHODS.md §1, with the fixes of §5 items 1, 4, 5 and 10).
+``verified.h5ad``, that prediction reads (docs/methods.md §1, with the fixes of §5 items 1, 4, 5 and 10).
 
 The verified file holds the query aligned to the reference genes (values as read, not yet transformed), and in
 ``uns['gsrcl_verify']`` what was matched, dropped and zero-filled, the value kind and where the data came from.
+The gene matching and the overlap rule are `gsrcl.genes.check_overlap`, shared with prediction.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ import anndata as ad
 import pandas as pd
 
 from .atomic import temp_file
-from .errors import GeneOverlapError, InvalidReferenceError, OutputError
-from .genes import GeneMatch, align, id_symbol_hint, match_genes
+from .errors import OutputError
+from .genes import GeneMatch, align, check_overlap, gene_record
 from .reference import Reference, read_manifest
 from .values import ValueReport, detect_values
 
@@ -25,15 +26,10 @@ log = logging.getLogger("gsrcl.verify")
 
 VERIFIED = "verified.h5ad"
 UNS_KEY = "gsrcl_verify"
-MIN_QUERY_FRACTION = 0.5  # the original's rule: strictly more than half of the query genes must be known
-# Below this share of the reference genes, the zero-filled inputs move the encoder's input far from what it was
-# trained on: AF-RCL's macro-F1 on pbmc3k -> Kang (18% of the genes) went from 0.74 to 0.93 when trained on
-# the shared genes (benchmarks/accuracy.py), so warn and say how.
-LOW_REFERENCE_FRACTION = 0.8
 
 
 def reference_summary(reference: Reference | dict) -> dict[str, Any]:
-    """Name, method, genes and expected values of a reference or of its manifest."""
+    """Name, method, genes, cell types and values record of a reference, or of its manifest (``dict``)."""
     manifest = reference.manifest if isinstance(reference, Reference) else reference
     return {
         "name": manifest.get("name", ""),
@@ -41,45 +37,6 @@ def reference_summary(reference: Reference | dict) -> dict[str, Any]:
         "genes": manifest["genes"],
         "cell_types": manifest["cell_types"],
         "values": manifest["values"],
-    }
-
-
-def check_genes(query_var: pd.DataFrame, reference: Reference | dict) -> GeneMatch:
-    """Match the query genes to the reference and apply the overlap rule; log the numbers."""
-    ref = reference_summary(reference)
-    match = match_genes(query_var, ref["genes"])
-    log.info(match.summary())
-    if match.n_query == 0 or match.n_query_matched / match.n_query <= MIN_QUERY_FRACTION:
-        pct = 100.0 * match.n_query_matched / max(match.n_query, 1)
-        hint = id_symbol_hint(query_var, ref["genes"])
-        raise GeneOverlapError(
-            f"only {match.n_query_matched} of {match.n_query} query genes ({pct:.1f}%) are in reference "
-            f"{ref['name']!r}; more than 50% must be: "
-            + (hint + "; " if hint else "")
-            + "check the file is cells x genes (else pass -t) or choose another reference"
-        )
-    if match.n_ref_matched / match.n_ref < LOW_REFERENCE_FRACTION:
-        log.warning(
-            "warning: only %d of %d reference genes (%.1f%%) are in the query; the rest are zero-filled, "
-            "so predictions may be unreliable: for better ones, train a reference on the genes this query has "
-            "(gsrcl train ... --genes-from QUERY)",
-            match.n_ref_matched,
-            match.n_ref,
-            100.0 * match.n_ref_matched / match.n_ref,
-        )
-    return match
-
-
-def gene_record(match: GeneMatch) -> dict[str, Any]:
-    """The gene-match numbers recorded in ``uns`` by verify and predict."""
-    return {
-        "n_query_genes": int(match.n_query),
-        "n_query_genes_matched": int(match.n_query_matched),
-        "n_reference_genes": int(match.n_ref),
-        "n_reference_genes_matched": int(match.n_ref_matched),
-        "n_query_genes_dropped": int(match.n_query - match.n_query_matched),
-        "n_reference_genes_zero_filled": int(match.n_ref - match.n_ref_matched),
-        "matched_by": {k: int(v) for k, v in match.how.items()},
     }
 
 
@@ -98,9 +55,33 @@ def _record(match: GeneMatch, source: dict[str, Any], ref: dict[str, Any], repor
 
 
 def verify_adata(adata: ad.AnnData, reference: Reference | dict, *, source: dict[str, Any] | None = None) -> ad.AnnData:
-    """Align an in-memory query (cells x genes) to ``reference``; the result is what ``verified.h5ad`` holds."""
+    """Align an in-memory query to a reference: what ``verified.h5ad`` holds.
+
+    Parameters
+    ----------
+    adata : anndata.AnnData
+        The query, cells x genes, values as read.
+    reference : Reference or dict
+        A reference or its manifest.
+    source : dict, optional
+        Where the query came from, recorded.
+
+    Returns
+    -------
+    anndata.AnnData
+        X: the query over the reference genes (CSR float32, missing genes zero-filled, values not transformed);
+        obs: the barcodes; var: the reference genes; ``uns['gsrcl_verify']``: the gene-match numbers, the first
+        50 zero-filled and dropped genes, the value kind.
+
+    Raises
+    ------
+    GeneOverlapError
+        When half or fewer of the query genes are reference genes (`gsrcl.genes.check_overlap`).
+    ValuesError
+        When the values are unusable.
+    """
     ref = reference_summary(reference)
-    match = check_genes(adata.var, ref)
+    match = check_overlap(adata.var, ref["genes"], ref["name"])
     report = detect_values(adata.X)
     (log.warning if report.warn else log.info)(report.message)
     X = align(adata.X, match)
@@ -114,7 +95,27 @@ def verify_adata(adata: ad.AnnData, reference: Reference | dict, *, source: dict
 
 
 def verify(path: str | os.PathLike, reference: Reference | dict | str | os.PathLike, **reader_kwargs) -> ad.AnnData:
-    """Read ``path`` with any reader and align it to ``reference`` (a Reference, a manifest or a directory)."""
+    """Read a query file with any reader and align it to a reference (`verify_adata`).
+
+    Parameters
+    ----------
+    path : path-like
+        The query file.
+    reference : Reference, dict or path-like
+        A reference, its manifest, or its directory (only the manifest is read).
+    **reader_kwargs
+        For ``gsrcl.io.open_query`` (transpose, mat, obs, var, layer, use_raw).
+
+    Returns
+    -------
+    anndata.AnnData
+        As `verify_adata`.
+
+    Raises
+    ------
+    GsrclError
+        The reader's errors (codes 128-138, 141-144), ``GeneOverlapError`` (139), ``InvalidReferenceError`` (145).
+    """
     from .io import open_query
 
     if isinstance(reference, (str, os.PathLike)):
@@ -125,22 +126,23 @@ def verify(path: str | os.PathLike, reference: Reference | dict | str | os.PathL
 
 
 def is_verified(adata: ad.AnnData) -> bool:
+    """Whether ``adata`` was written by ``gsrcl verify`` (it holds ``uns['gsrcl_verify']``)."""
     return UNS_KEY in adata.uns
 
 
-def check_verified_for(adata: ad.AnnData, reference: Reference | dict) -> None:
-    """A verified file must have been made for this reference's genes."""
-    ref = reference_summary(reference)
-    if list(adata.var_names) != list(ref["genes"]):
-        made_for = adata.uns.get(UNS_KEY, {}).get("reference", "another reference")
-        raise InvalidReferenceError(
-            f"the verified file was made for reference {made_for!r}, whose genes differ from {ref['name']!r}: "
-            "run 'gsrcl verify' again with this reference"
-        )
-
-
 def write_verified(adata: ad.AnnData, out_dir: str | os.PathLike, *, overwrite: bool = True) -> Path:
-    """Write ``out_dir/verified.h5ad`` atomically (a temporary file in ``out_dir``, then a rename)."""
+    """Write ``out_dir/verified.h5ad`` atomically (a temporary file in ``out_dir``, then a rename).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+
+    Raises
+    ------
+    OutputError
+        When it exists and not ``overwrite``, or ``out_dir`` cannot be written.
+    """
     out_dir = Path(out_dir)
     target = out_dir / VERIFIED
     if target.exists() and not overwrite:
@@ -160,7 +162,15 @@ def write_verified(adata: ad.AnnData, out_dir: str | os.PathLike, *, overwrite: 
 
 
 def load_verified(path: str | os.PathLike) -> ad.AnnData:
-    """Read a ``verified.h5ad`` (or the folder holding one) written by ``gsrcl verify``."""
+    """Read a ``verified.h5ad`` (or the folder holding one) written by ``gsrcl verify``.
+
+    Raises
+    ------
+    MissingPathError
+        When there is no such file.
+    LayoutError
+        When the file was not written by ``gsrcl verify``.
+    """
     path = Path(path)
     if path.is_dir():
         path = path / VERIFIED
@@ -177,7 +187,8 @@ def load_verified(path: str | os.PathLike) -> ad.AnnData:
 
 
 def describe(record: dict[str, Any]) -> str:
-    """A few lines for the user about a verification record."""
+    """One line for the user about a verification record (``uns['gsrcl_verify']``): genes matched, dropped and
+    zero-filled."""
     q, qm = record["n_query_genes"], record["n_query_genes_matched"]
     r, rm = record["n_reference_genes"], record["n_reference_genes_matched"]
     return (
@@ -188,8 +199,6 @@ def describe(record: dict[str, Any]) -> str:
 
 __all__ = [
     "VERIFIED",
-    "check_genes",
-    "check_verified_for",
     "describe",
     "is_verified",
     "load_verified",

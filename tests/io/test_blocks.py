@@ -11,9 +11,6 @@ import scipy.sparse as sp
 
 from gsrcl.errors import NamesError
 from gsrcl.io import format_tree, open_query, read_query
-from tests.conftest import dataset
-from tests.io import writers
-from tests.io.conftest import assert_same
 
 
 def _sha(path) -> str:
@@ -22,7 +19,7 @@ def _sha(path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _formats(tmp_path, adata):
+def _formats(writers, tmp_path, adata):
     csc = adata.copy()
     csc.X = sp.csc_matrix(csc.X)
     csc.write_h5ad(tmp_path / "csc.h5ad")
@@ -38,9 +35,11 @@ def _formats(tmp_path, adata):
     }
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("block_size", [7, 1000])
-def test_blocks_concatenate_to_the_whole_matrix_and_files_stay_unchanged(tmp_path, cellbench, block_size):
-    for name, path in _formats(tmp_path, cellbench).items():
+def test_blocks_concatenate_to_the_whole_matrix_and_files_stay_unchanged(assert_same, writers, tmp_path, cellbench,
+                                                                         block_size):
+    for name, path in _formats(writers, tmp_path, cellbench).items():
         before = _sha(path)
         src = open_query(path)
         blocks = list(src.iter_blocks(block_size))
@@ -64,13 +63,14 @@ def _peak_during(fn) -> int:
         tracemalloc.stop()
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("fmt", ["h5ad", "10x-v3"])
-def test_blocks_are_read_from_disk(tmp_path, fmt):
+def test_blocks_are_read_from_disk(writers, data_dir, tmp_path, fmt):
     """A pass over small blocks allocates a small part of the matrix (numpy arrays are traced by tracemalloc),
     and reading the whole file stays close to one CSR copy."""
     import anndata as ad
 
-    adata = ad.read_h5ad(dataset("pbmc3k_seurat_clustifyr.h5ad"))
+    adata = ad.read_h5ad(data_dir / "pbmc3k_seurat_clustifyr.h5ad")
     X = adata.X
     csr_bytes = X.data.nbytes + X.indices.nbytes + X.indptr.nbytes
     if fmt == "h5ad":
@@ -94,7 +94,8 @@ def _with_ids(adata):
     return adata
 
 
-def test_format_tree(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_format_tree(writers, tmp_path, cellbench):
     path = writers.write_10x_v3(tmp_path / "q.h5", cellbench)
     tree = format_tree(path)
     lines = tree.splitlines()
@@ -109,8 +110,9 @@ def test_format_tree(tmp_path, cellbench):
     assert "var/  {encoding-type=dataframe, _index=_index}" in h5ad_tree
 
 
+@pytest.mark.realdata
 @pytest.mark.filterwarnings("ignore:Observation names are not unique")
-def test_read_query_equals_anndata_on_every_dataset_file(data_dir):
+def test_read_query_equals_anndata_on_every_dataset_file(assert_same, data_dir):
     """The real files themselves: same matrix, barcodes and genes as anndata reads."""
     import anndata as ad
 

@@ -11,8 +11,6 @@ import scipy.sparse as sp
 
 from gsrcl import errors as E
 from gsrcl.io import format_tree, open_query, read_query
-from tests.conftest import dataset
-from tests.io import writers
 
 
 def raises(cls, path, **kw) -> E.GsrclError:
@@ -48,7 +46,8 @@ def test_neither_hdf5_nor_text(tmp_path):
     assert raises(E.NotReadableError, empty).exit_code == 128
 
 
-def test_truncated_hdf5(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_truncated_hdf5(writers, tmp_path, cellbench):
     path = writers.write_10x_v3(tmp_path / "full.h5", cellbench)
     cut = tmp_path / "cut.h5"
     cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
@@ -62,6 +61,7 @@ def test_hdf5_without_keys(tmp_path):
     assert raises(E.EmptyFileError, path).exit_code == 129
 
 
+@pytest.mark.realdata
 def test_unknown_layout_names_the_flags(tmp_path, pbmc):
     path = _custom_tree(tmp_path / "q.h5", pbmc)
     exc = raises(E.LayoutError, path)
@@ -73,6 +73,7 @@ def test_unknown_layout_names_the_flags(tmp_path, pbmc):
     assert got.shape == (pbmc.n_obs, 300)
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("keys,cls,code", [
     ({"mat": ["nothing"], "obs": ["cells"], "var": ["annot", "genes"]}, E.MatrixKeyError, 137),
     ({"mat": ["annot"], "obs": ["cells"], "var": ["annot", "genes"]}, E.MatrixKeyError, 137),  # a group, no matrix
@@ -87,12 +88,14 @@ def test_key_paths_that_do_not_resolve(tmp_path, pbmc, keys, cls, code):
     assert exc.exit_code == code and exc.detail == format_tree(path)
 
 
+@pytest.mark.realdata
 def test_default_names_missing_when_only_some_keys_given(tmp_path, pbmc):
     path = _custom_tree(tmp_path / "q.h5", pbmc)
     exc = raises(E.GeneNamesError, path, mat=["counts"], obs=["cells"])
     assert exc.exit_code == 132 and "-var" in exc.message and exc.detail
 
 
+@pytest.mark.realdata
 def test_names_that_do_not_match_the_matrix(tmp_path, pbmc):
     path = _custom_tree(tmp_path / "q.h5", pbmc)
     exc = raises(E.ShapeMismatchError, path, mat=["counts"], obs=["annot", "genes"], var=["cells"])
@@ -100,7 +103,8 @@ def test_names_that_do_not_match_the_matrix(tmp_path, pbmc):
     assert f"{pbmc.n_obs} x 300" in exc.message and "-t" in exc.message and "swap -obs and -var" in exc.message
 
 
-def test_10x_names_shorter_than_shape(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_10x_names_shorter_than_shape(writers, tmp_path, cellbench):
     path = writers.write_10x_v3(tmp_path / "q.h5", cellbench)
     with h5py.File(path, "a") as f:
         del f["matrix/barcodes"]
@@ -109,6 +113,7 @@ def test_10x_names_shorter_than_shape(tmp_path, cellbench):
     assert str(cellbench.n_obs) in exc.message and str(cellbench.n_obs - 1) in exc.message
 
 
+@pytest.mark.realdata
 def test_empty_matrix(tmp_path, pbmc):
     ad.AnnData(sp.csr_matrix((0, 50), dtype=np.float32), var=pd.DataFrame(index=pbmc.var_names[:50])).write_h5ad(
         tmp_path / "empty.h5ad")
@@ -118,6 +123,7 @@ def test_empty_matrix(tmp_path, pbmc):
     assert raises(E.ValuesError, header_only).exit_code == 143
 
 
+@pytest.mark.realdata
 def test_nan_and_inf_are_caught_blockwise(tmp_path, pbmc):
     adata = pbmc.copy()
     row = 97
@@ -162,6 +168,7 @@ def test_csv_names(tmp_path):
     assert exc.exit_code == 138 and "2 gene names" in exc.message and "'GeneA'" in exc.message
 
 
+@pytest.mark.realdata
 def test_hdf5_names_that_are_numbers(tmp_path, pbmc):
     path = tmp_path / "q.h5"
     with h5py.File(path, "w") as f:
@@ -171,7 +178,8 @@ def test_hdf5_names_that_are_numbers(tmp_path, pbmc):
     assert "holds numbers" in raises(E.NamesError, path).message
 
 
-def test_orientation_is_checked(tmp_path, pbmc):
+@pytest.mark.realdata
+def test_orientation_is_checked(writers, tmp_path, pbmc):
     small = pbmc[:30, :200].copy()
     path = writers.write_table(tmp_path / "genes_by_cells.csv", small, transpose=True)
     exc = raises(E.NamesError, path)
@@ -198,7 +206,8 @@ def test_hdfstore_needs_tables(tmp_path):
     assert "'tables'" in exc.message and exc.detail == format_tree(path)
 
 
-def test_layer_and_raw_that_are_absent(tmp_path, pbmc):
+@pytest.mark.realdata
+def test_layer_and_raw_that_are_absent(writers, tmp_path, pbmc):
     pbmc[:, :50].copy().write_h5ad(tmp_path / "q.h5ad")
     assert "'counts'" in raises(E.MatrixKeyError, tmp_path / "q.h5ad", layer="counts").message
     assert "raw" in raises(E.MatrixKeyError, tmp_path / "q.h5ad", use_raw=True).message
@@ -206,12 +215,14 @@ def test_layer_and_raw_that_are_absent(tmp_path, pbmc):
     raises(E.MatrixKeyError, table, layer="counts")
 
 
+@pytest.mark.realdata
 def test_h5ad_with_numbered_genes(tmp_path, pbmc):
     ad.AnnData(pbmc.X[:, :30]).write_h5ad(tmp_path / "q.h5ad")  # anndata names them '0', '1', ...
     assert "gene names are all numbers" in raises(E.NamesError, tmp_path / "q.h5ad").message
 
 
-def test_duplicate_genes_in_hdf5_come_with_the_tree(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_duplicate_genes_in_hdf5_come_with_the_tree(writers, tmp_path, cellbench):
     names = list(cellbench.var_names)
     names[1] = names[0]
     path = writers.write_10x_v3(tmp_path / "q.h5", cellbench, names=names)
@@ -219,6 +230,7 @@ def test_duplicate_genes_in_hdf5_come_with_the_tree(tmp_path, cellbench):
     assert exc.detail == format_tree(path) and "features/" in exc.detail
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("rows,cols,fires", [
     ("pbmc_genes", "pbmc_cells", True),  # symbols x 10x barcodes
     ("ids", "cells_numbered", True),  # Ensembl ids as rows
@@ -228,10 +240,10 @@ def test_duplicate_genes_in_hdf5_come_with_the_tree(tmp_path, cellbench):
     ("psipred_cells", "psipred_genes", False),
     ("mouse_cells", "mouse_genes", False),
 ])
-def test_orientation_heuristic_is_conservative(pbmc, cellbench, rows, cols, fires):
+def test_orientation_heuristic_is_conservative(data_dir, pbmc, cellbench, rows, cols, fires):
     from gsrcl.io.names import looks_transposed
 
-    mouse = ad.read_h5ad(dataset("mouse_immune_actinn_1k.h5ad"), backed="r")
+    mouse = ad.read_h5ad(data_dir / "mouse_immune_actinn_1k.h5ad", backed="r")
     names = {
         "pbmc_genes": list(pbmc.var_names), "pbmc_cells": list(pbmc.obs_names),
         "ids": list(cellbench.var["gene_ids"]), "cells_numbered": [f"cell_{i}" for i in range(300)],
@@ -242,7 +254,8 @@ def test_orientation_heuristic_is_conservative(pbmc, cellbench, rows, cols, fire
     assert (looks_transposed(names[rows], names[cols]) is not None) == fires
 
 
-def test_damaged_chunk_found_while_reading_values(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_damaged_chunk_found_while_reading_values(writers, tmp_path, cellbench):
     path = writers.write_10x_v3(tmp_path / "q.h5", cellbench)
     with h5py.File(path) as f:
         info = f["matrix/data"].id.get_chunk_info(0)
@@ -264,7 +277,8 @@ def test_csv_row_without_a_name(tmp_path):
     assert "line 3 has no name" in raises(E.NamesError, path).message
 
 
-def test_index_beyond_the_shape_is_corruption(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_index_beyond_the_shape_is_corruption(writers, tmp_path, cellbench):
     path = writers.write_10x_v3(tmp_path / "q.h5", cellbench)
     with h5py.File(path, "a") as f:
         f["matrix/indices"][3] = cellbench.n_vars + 5

@@ -1,7 +1,7 @@
 """The original tool's example files.
 
 `psipred_examples_sample{1..4}_error.csv` are negative fixtures for the original web tool's CSV rules
-(METHODS.md §1.2). Only one of them is malformed as a *table*; the others break rules that are not a
+(docs/methods.md §1.2). Only one of them is malformed as a *table*; the others break rules that are not a
 reader's business in gsrcl:
 
 | file | shape | original rule broken | our reader |
@@ -23,18 +23,25 @@ import pytest
 
 from gsrcl.errors import NamesError
 from gsrcl.io import read_query
-from tests.conftest import EXAMPLES
+
+pytestmark = pytest.mark.realdata
 
 
-def example(name: str):
-    path = EXAMPLES / name
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
+@pytest.fixture
+def example(data_dir):
+    """``example(name)``: the path of ``gsrcl_examples/<name>`` in the data folder."""
+
+    def path(name: str):
+        found = data_dir / "gsrcl_examples" / name
+        if not found.exists():
+            pytest.skip(f"{found} is absent from the data folder")
+        return found
+
     return path
 
 
 @pytest.mark.parametrize("n,shape", [(1, (1001, 1000)), (3, (900, 300)), (4, (200, 900))])
-def test_psipred_examples_that_are_valid_tables(n, shape):
+def test_psipred_examples_that_are_valid_tables(example, n, shape):
     path = example(f"psipred_examples_sample{n}_error.csv")
     got = read_query(path)
     want = pd.read_csv(path, index_col=0)
@@ -44,7 +51,7 @@ def test_psipred_examples_that_are_valid_tables(n, shape):
     assert np.array_equal(got.X.toarray(), want.to_numpy(dtype=np.float32))
 
 
-def test_psipred_sample2_has_no_barcode_column():
+def test_psipred_sample2_has_no_barcode_column(example):
     path = example("psipred_examples_sample2_error.csv")
     with pytest.raises(NamesError) as err:
         read_query(path)
@@ -52,7 +59,7 @@ def test_psipred_sample2_has_no_barcode_column():
     assert err.value.exit_code == 144
 
 
-def test_gsrcl_example_without_header_is_refused_clearly():
+def test_gsrcl_example_without_header_is_refused_clearly(example):
     path = example("ibrahimsaggaf_Example_query_values.csv")
     with pytest.raises(NamesError) as err:
         read_query(path)

@@ -11,12 +11,11 @@ import scipy.sparse as sp
 
 from gsrcl.errors import DuplicateGenesError
 from gsrcl.io import open_query, read_query
-from tests.io import writers
-from tests.io.conftest import assert_same
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("layout", ["csr", "csc", "dense"])
-def test_h5ad_x_layouts(tmp_path, pbmc, layout):
+def test_h5ad_x_layouts(assert_same, tmp_path, pbmc, layout):
     adata = pbmc.copy()
     adata.X = {"csr": adata.X, "csc": sp.csc_matrix(adata.X), "dense": adata.X.toarray()}[layout]
     adata.write_h5ad(tmp_path / "q.h5ad")
@@ -26,7 +25,8 @@ def test_h5ad_x_layouts(tmp_path, pbmc, layout):
     assert open_query(tmp_path / "q.h5ad").format == "h5ad"
 
 
-def test_h5ad_layer_raw_and_columns(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_h5ad_layer_raw_and_columns(assert_same, tmp_path, cellbench):
     adata = cellbench.copy()
     adata.layers["counts"] = adata.X.copy()
     adata.X = adata.X.log1p()
@@ -49,7 +49,8 @@ def test_h5ad_layer_raw_and_columns(tmp_path, cellbench):
     assert np.allclose(raw.X.toarray(), np.log1p(cellbench.X.toarray()), atol=1e-6)
 
 
-def test_h5ad_index_taken_from_the_index_attribute(tmp_path, pbmc):
+@pytest.mark.realdata
+def test_h5ad_index_taken_from_the_index_attribute(assert_same, tmp_path, pbmc):
     """The index dataset is whatever `_index` names, not a dataset literally called `_index`."""
     adata = pbmc.copy()
     adata.obs.index.name = "barcode_col"
@@ -60,6 +61,7 @@ def test_h5ad_index_taken_from_the_index_attribute(tmp_path, pbmc):
     assert_same(read_query(tmp_path / "q.h5ad"), pbmc)
 
 
+@pytest.mark.realdata
 def test_h5ad_with_ids_as_index_gets_symbols(tmp_path, cellbench):
     adata = cellbench.copy()
     adata.var["feature_name"] = adata.var_names
@@ -70,7 +72,8 @@ def test_h5ad_with_ids_as_index_gets_symbols(tmp_path, cellbench):
     assert list(var["gene_symbols"]) == list(cellbench.var_names)
 
 
-def test_10x_v3_keeps_trailing_zero_genes_and_drops_other_features(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_10x_v3_keeps_trailing_zero_genes_and_drops_other_features(assert_same, writers, tmp_path, cellbench):
     path = writers.write_10x_v3(tmp_path / "q.h5", cellbench, extra_features=4)
     src = open_query(path)
     assert src.format == "10x-h5-v3"
@@ -79,7 +82,8 @@ def test_10x_v3_keeps_trailing_zero_genes_and_drops_other_features(tmp_path, cel
     assert_same(src.to_memory(), cellbench)
 
 
-def test_10x_v3_duplicate_names_then_ids(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_10x_v3_duplicate_names_then_ids(writers, tmp_path, cellbench):
     names = list(cellbench.var_names)
     names[5] = names[4]
     names[9] = names[8]
@@ -95,7 +99,8 @@ def test_10x_v3_duplicate_names_then_ids(tmp_path, cellbench):
     assert (got.X != cellbench.X).nnz == 0 and list(got.obs_names) == list(cellbench.obs_names)
 
 
-def test_10x_v2(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_10x_v2(assert_same, writers, tmp_path, cellbench):
     path = writers.write_10x_v2(tmp_path / "q.h5", cellbench)
     src = open_query(path)
     assert src.format == "10x-h5-v2"
@@ -103,8 +108,9 @@ def test_10x_v2(tmp_path, cellbench):
     assert_same(src.to_memory(), cellbench)
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("gz", [True, False])
-def test_10x_folder(tmp_path, cellbench, gz):
+def test_10x_folder(assert_same, writers, tmp_path, cellbench, gz):
     folder = writers.write_10x_folder(tmp_path / "filtered_feature_bc_matrix", cellbench, gz=gz)
     src = open_query(folder)
     assert src.format == "10x-mtx"
@@ -115,8 +121,9 @@ def test_10x_folder(tmp_path, cellbench, gz):
     assert list(read_query(folder, var=["id"]).var_names) == list(cellbench.var["gene_ids"])
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("dense", [False, True])
-def test_sczidesk(tmp_path, pbmc, dense):
+def test_sczidesk(assert_same, writers, tmp_path, pbmc, dense):
     path = writers.write_sczidesk(tmp_path / "q.h5", pbmc, dense=dense)
     src = open_query(path)
     assert src.format == "sczidesk-h5"
@@ -125,7 +132,8 @@ def test_sczidesk(tmp_path, pbmc, dense):
     assert list(got.obs["cell_type1"]) == list(pbmc.obs["cell_type"].astype(str))
 
 
-def test_loom_and_layer(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_loom_and_layer(assert_same, writers, tmp_path, cellbench):
     doubled = cellbench.X.toarray() * 2
     path = writers.write_loom(tmp_path / "q.loom", cellbench, layer=doubled)
     src = open_query(path)
@@ -138,7 +146,8 @@ def test_loom_and_layer(tmp_path, cellbench):
     assert np.array_equal(layer.X.toarray(), doubled)
 
 
-def test_custom_tree_via_key_paths(tmp_path, pbmc):
+@pytest.mark.realdata
+def test_custom_tree_via_key_paths(assert_same, tmp_path, pbmc):
     """Any tree: a dense matrix and a CSC group (shape as a dataset, no encoding-type), names at depth 1-3."""
     X = pbmc.X
     with h5py.File(tmp_path / "q.h5", "w") as f:
@@ -159,7 +168,8 @@ def test_custom_tree_via_key_paths(tmp_path, pbmc):
     assert_same(sparse.to_memory(), pbmc)
 
 
-def test_key_paths_with_genes_as_rows_and_transpose(tmp_path, pbmc):
+@pytest.mark.realdata
+def test_key_paths_with_genes_as_rows_and_transpose(assert_same, tmp_path, pbmc):
     """With key paths rows = obs names and columns = var names; -t then turns genes x cells around."""
     with h5py.File(tmp_path / "q.h5", "w") as f:
         g = f.create_group("m")
@@ -174,8 +184,9 @@ def test_key_paths_with_genes_as_rows_and_transpose(tmp_path, pbmc):
     assert_same(got, pbmc)
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("name,sep", [("q.csv", ","), ("q.tsv", "\t"), ("q.csv.gz", ","), ("q.tsv.gz", "\t")])
-def test_tables(tmp_path, pbmc, name, sep):
+def test_tables(assert_same, writers, tmp_path, pbmc, name, sep):
     small = pbmc[:40, :400].copy()
     path = writers.write_table(tmp_path / name, small, sep=sep)
     src = open_query(path)
@@ -183,20 +194,23 @@ def test_tables(tmp_path, pbmc, name, sep):
     assert_same(src.to_memory(), small)
 
 
-def test_table_in_several_chunks(tmp_path, pbmc, monkeypatch):
+@pytest.mark.realdata
+def test_table_in_several_chunks(assert_same, writers, tmp_path, pbmc, monkeypatch):
     from gsrcl.io import text
     monkeypatch.setattr(text, "CHUNK_VALUES", 400 * 7)  # 7 rows per chunk
     small = pbmc[:40, :400].copy()
     assert_same(read_query(writers.write_table(tmp_path / "q.csv", small)), small)
 
 
-def test_table_genes_by_cells_with_transpose(tmp_path, pbmc):
+@pytest.mark.realdata
+def test_table_genes_by_cells_with_transpose(assert_same, writers, tmp_path, pbmc):
     small = pbmc[:40, :400].copy()
     path = writers.write_table(tmp_path / "q.csv.gz", small, transpose=True)
     assert_same(read_query(path, transpose=True), small)
 
 
-def test_h5ad_genes_by_cells_with_transpose(tmp_path, pbmc):
+@pytest.mark.realdata
+def test_h5ad_genes_by_cells_with_transpose(assert_same, tmp_path, pbmc):
     """An h5ad holding genes as obs: -t reads it; its CSC X then has the cells as compressed axis."""
     flipped = ad.AnnData(sp.csc_matrix(pbmc.X.T), obs=pd.DataFrame(index=pbmc.var_names),
                          var=pd.DataFrame(index=pbmc.obs_names))
@@ -215,7 +229,8 @@ def test_table_header_without_corner_and_quotes(tmp_path):
     assert np.array_equal(got.X.toarray(), [[1, 2], [3, 0]])
 
 
-def test_held_matrix_is_not_changed_through_the_anndata(tmp_path, pbmc):
+@pytest.mark.realdata
+def test_held_matrix_is_not_changed_through_the_anndata(assert_same, writers, tmp_path, pbmc):
     small = pbmc[:10, :50].copy()
     src = open_query(writers.write_table(tmp_path / "q.csv", small))
     first = src.to_memory()
@@ -223,7 +238,8 @@ def test_held_matrix_is_not_changed_through_the_anndata(tmp_path, pbmc):
     assert_same(src.to_memory(), small)
 
 
-def test_10x_v2_with_two_genomes_needs_a_choice(tmp_path, cellbench):
+@pytest.mark.realdata
+def test_10x_v2_with_two_genomes_needs_a_choice(assert_same, writers, tmp_path, cellbench):
     from gsrcl.errors import LayoutError
 
     path = writers.write_10x_v2(tmp_path / "q.h5", cellbench, genome="hg19")

@@ -1,15 +1,22 @@
-"""Fixtures shared by the method tests: the small real split, and each method fitted once on it."""
+"""Fixtures of the method tests: a small real split (realdata), and the test module's method fitted once on it."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
-
-from tests.methods.data import small_split
 
 
 @pytest.fixture(scope="module")
-def split():
-    return small_split()
+def split(mouse_small):
+    """(X_train, y_train, X_test, y_test) of `mouse_small` as log1p CSR float32 model input: a stratified 2/3 for
+    training, 1/3 for testing."""
+    from sklearn.model_selection import train_test_split
+
+    X = mouse_small.X.copy().astype(np.float32)
+    X.data = np.log1p(X.data)
+    y = mouse_small.obs["cell_type"].astype(str).to_numpy()
+    tr, te = train_test_split(np.arange(mouse_small.n_obs), test_size=1 / 3, stratify=y, random_state=0)
+    return X[tr], y[tr], X[te], y[te]
 
 
 @pytest.fixture(scope="module")

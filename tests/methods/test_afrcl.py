@@ -14,6 +14,7 @@ TINY = dict(epochs=6, hidden=(64, 64), out=32, head=(32, 16), svm_cv=2, threads=
 METHOD = AFRCL  # fitted once with TINY by the ``fitted`` fixture (tests/methods/conftest.py)
 
 
+@pytest.mark.realdata
 def test_learns_cell_types(fitted, split):
     _, _, Xte, yte = split
     assert get_method("afrcl") is AFRCL and fitted.method_name == "afrcl"
@@ -30,6 +31,7 @@ def test_learns_cell_types(fitted, split):
     assert np.isfinite(fitted.history_["loss"]).all()
 
 
+@pytest.mark.realdata
 def test_same_seed_same_model_other_seed_differs(fitted, split):
     Xtr, ytr, Xte, _ = split
     again = AFRCL(**TINY).fit(Xtr, ytr)
@@ -38,6 +40,7 @@ def test_same_seed_same_model_other_seed_differs(fitted, split):
     assert not np.array_equal(other.embed(Xte), fitted.embed(Xte))
 
 
+@pytest.mark.realdata
 def test_state_round_trip_and_inconsistent_state(fitted, split):
     _, _, Xte, _ = split
     config, arrays = fitted.state()
@@ -57,16 +60,18 @@ def test_state_round_trip_and_inconsistent_state(fitted, split):
         AFRCL.from_state(config, dict(arrays, extra=np.zeros(2)))
 
 
+@pytest.mark.realdata
 def test_prediction_in_blocks_matches(fitted, split):
     _, _, Xte, _ = split
     whole = fitted.predict_proba(Xte)
-    fitted.params["block"] = 7  # 100 cells in 15 blocks
+    fitted.set_params(block=7)  # 100 cells in 15 blocks
     try:
         np.testing.assert_allclose(fitted.predict_proba(Xte), whole, rtol=1e-5, atol=1e-6)
     finally:
-        fitted.params["block"] = 4096
+        fitted.set_params(block=4096)
 
 
+@pytest.mark.realdata
 def test_early_stopping_and_no_validation(split):
     Xtr, ytr, _, _ = split
     m = AFRCL(**{**TINY, "epochs": 40}, val_every=1, patience=2, min_epochs=3).fit(Xtr, ytr)
@@ -77,17 +82,20 @@ def test_early_stopping_and_no_validation(split):
     assert m.validation_["score"] is None and m.validation_["best_epoch"] == 2
 
 
-def test_bad_parameters():
-    with pytest.raises(TypeError, match="hiden"):
+@pytest.mark.realdata
+def test_bad_parameters(split):
+    Xtr, ytr, _, _ = split
+    with pytest.raises(TypeError, match="hiden"):  # an unknown name fails at once
         AFRCL(hiden=(3,))
-    with pytest.raises(ValueError, match="preset"):
-        AFRCL(preset="fastest")
+    with pytest.raises(ValueError, match="preset"):  # values are checked by fit
+        AFRCL(preset="fastest").fit(Xtr, ytr)
     with pytest.raises(ValueError, match="epochs"):
-        AFRCL(epochs=0)
+        AFRCL(epochs=0).fit(Xtr, ytr)
 
 
+@pytest.mark.realdata
 def test_subsampled_scoring_and_grid(split):
-    from gsrcl.methods._training import stratified_subset
+    from gsrcl.methods.labels import stratified_subset
 
     Xtr, ytr, Xte, yte = split
     sub = stratified_subset(ytr, 60, 0)
@@ -100,11 +108,12 @@ def test_subsampled_scoring_and_grid(split):
     assert f1_score(yte, pred, average="macro") > 0.8
 
 
+@pytest.mark.realdata
 def test_averaged_checkpoint_is_a_candidate(split):
     import torch
 
-    from gsrcl.methods._training import WeightAverage, refresh_batch_norm
-    from gsrcl.methods.afrcl import PRESETS
+    from gsrcl.methods.checkpoints import WeightAverage, refresh_batch_norm
+    from gsrcl.methods.presets import PRESETS
     from gsrcl.nn import Encoder
 
     # the mean of three states, kept in memory or in a file read in pieces (CHUNK made small to cut tensors)
@@ -135,30 +144,31 @@ def test_averaged_checkpoint_is_a_candidate(split):
     assert not enc.training and bn.momentum == 0.1
 
     # in training: every validation after the first is averaged, and the mean is scored as one more candidate
-    m = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=None, average_checkpoints=True).fit(Xtr, ytr)
+    m = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=0, average_checkpoints=True).fit(Xtr, ytr)
     assert m.history_["averaged_checkpoints"] == 4
     assert m.history_["validation"][-1][0] == "mean"
     scores = [s for _, s in m.history_["validation"]]
     assert m.validation_["score"] == max(scores)
     assert (m.validation_["best_epoch"] == "mean") == (scores[-1] >= max(scores[:-1]))
-    off = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=None, average_checkpoints=False).fit(Xtr, ytr)
+    off = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=0, average_checkpoints=False).fit(Xtr, ytr)
     assert "averaged_checkpoints" not in off.history_ and len(off.history_["validation"]) == 5
     # "always" (the default preset): the mean is the model kept, whatever the single checkpoints score
-    always = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=None, average_checkpoints="always").fit(Xtr, ytr)
+    always = AFRCL(**{**TINY, "epochs": 5}, val_every=1, patience=0, average_checkpoints="always").fit(Xtr, ytr)
     assert always.validation_["best_epoch"] == "mean"
     assert always.validation_["score"] == always.history_["validation"][-1][1]
     assert m.history_["validation"] == always.history_["validation"]  # the same training up to the choice
-    assert PRESETS["default"]["average_checkpoints"] == "always" and not PRESETS["paper"]["average_checkpoints"]
+    assert PRESETS["afrcl"]["default"].params.average_checkpoints == "always" and not PRESETS["afrcl"]["paper"].params.average_checkpoints
 
 
+@pytest.mark.realdata
 def test_gene_scaling_is_learnt_from_the_reference_stored_and_applied(fitted, split):
-    from gsrcl.methods._training import SCALE_CLIP
-    from gsrcl.methods.afrcl import PRESETS
+    from gsrcl.methods.gene_scale import SCALE_CLIP
+    from gsrcl.methods.presets import PRESETS
 
     Xtr, _, Xte, _ = split
     sd = Xtr.toarray().astype(np.float64).std(axis=0)
     np.testing.assert_allclose(fitted.gene_scale_, 1.0 / (sd + 0.1), rtol=1e-4)
-    assert PRESETS["default"]["scale_genes"] and not PRESETS["paper"]["scale_genes"]
+    assert PRESETS["afrcl"]["default"].params.scale_genes and not PRESETS["afrcl"]["paper"].params.scale_genes
     # prediction scales the query the same way: without the scale the same weights give other probabilities
     config, arrays = fitted.state()
     plain = AFRCL.from_state(config, {k: v for k, v in arrays.items() if k != "input.scale"})  # an older model
@@ -174,10 +184,11 @@ def test_gene_scaling_is_learnt_from_the_reference_stored_and_applied(fitted, sp
         AFRCL.from_state(config, dict(arrays, **{"input.scale": -arrays["input.scale"]}))
 
 
+@pytest.mark.realdata
 def test_unexpressed_genes_are_left_out_with_the_same_arithmetic(split):
     import torch
 
-    from gsrcl.methods.afrcl import PRESETS
+    from gsrcl.methods.presets import PRESETS
 
     Xtr, ytr, Xte, _ = split
     rng = np.random.default_rng(0)
@@ -187,7 +198,7 @@ def test_unexpressed_genes_are_left_out_with_the_same_arithmetic(split):
     Xz[:, unexpressed] = 0  # genes that none of the reference cells expresses
     Xz = Xz.tocsr()
     Xz.eliminate_zeros()
-    assert PRESETS["default"]["skip_unexpressed_genes"] and not PRESETS["paper"]["skip_unexpressed_genes"]
+    assert PRESETS["afrcl"]["default"].params.skip_unexpressed_genes and not PRESETS["afrcl"]["paper"].params.skip_unexpressed_genes
     fitted = AFRCL(**TINY).fit(Xz, ytr)
     every = AFRCL(**TINY, skip_unexpressed_genes=False).fit(Xz, ytr)
     assert fitted.history_["genes_unexpressed"] == len(unexpressed) and every.history_["genes_unexpressed"] == 0
@@ -233,14 +244,15 @@ def test_restrict_and_expand_inputs_round_trip():
         enc.expand_inputs(keep[:2], 10)
 
 
+@pytest.mark.realdata
 def test_classifiers_see_unit_length_embeddings(fitted, split):
     import torch
 
-    from gsrcl.methods._training import encode
-    from gsrcl.methods.afrcl import PRESETS
+    from gsrcl.methods.encoding import encode
+    from gsrcl.methods.presets import PRESETS
 
     Xtr, _, Xte, _ = split
-    assert PRESETS["default"]["normalize_embedding"] and not PRESETS["paper"]["normalize_embedding"]
+    assert PRESETS["afrcl"]["default"].params.normalize_embedding and not PRESETS["afrcl"]["paper"].params.normalize_embedding
     raw = encode(fitted.encoder_, fitted._scaled(Xte), torch.device("cpu"))
     assert not np.allclose(np.linalg.norm(raw, axis=1), 1.0, rtol=1e-2)
     unit = raw / np.linalg.norm(raw, axis=1, keepdims=True)

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from gsrcl.errors import GsrclError, InvalidReferenceError
-from gsrcl.methods.afrcl import PRESETS
+from gsrcl.methods.presets import PRESETS
 from gsrcl.methods.ensemble import Ensemble, member_seeds
 from gsrcl.reference import Reference
 from gsrcl.training import train
 from gsrcl.values import log1p_normalized
-from tests.methods.data import small_adata
 
 TINY = dict(epochs=3, hidden=[32, 32], out=16, head=[16, 8], svm_cv=2, threads=1, quiet=True)
 
@@ -25,13 +24,14 @@ def model_input(adata):
 
 
 @pytest.fixture(scope="module")
-def pair():
+def pair(small_adata):
     adata = small_adata()
     return adata, train(adata, "cell_type", "afrcl", ensemble=2, **TINY), train(adata, "cell_type", "afrcl",
                                                                                 ensemble=1, **TINY)
 
 
-def test_member_seeds_start_at_the_seed_and_are_distinct():
+@pytest.mark.realdata
+def test_member_seeds_start_at_the_seed_and_are_distinct(small_adata):
     assert member_seeds(1111, 1) == [1111]
     seeds = member_seeds(1111, 5)
     assert seeds[0] == 1111 and len(set(seeds)) == 5 and seeds == member_seeds(1111, 5)
@@ -41,9 +41,10 @@ def test_member_seeds_start_at_the_seed_and_are_distinct():
             member_seeds(1111, bad)
     with pytest.raises(GsrclError, match="ensemble"):
         train(small_adata(), "cell_type", "afrcl", ensemble=0, **TINY)
-    assert PRESETS["default"]["ensemble"] == 5 and PRESETS["paper"]["ensemble"] == 1
+    assert PRESETS["afrcl"]["default"].ensemble == 5 and PRESETS["afrcl"]["paper"].ensemble == 1
 
 
+@pytest.mark.realdata
 def test_scores_are_the_members_mean_and_the_first_member_is_the_single_model(pair):
     adata, ens, single = pair
     X = model_input(adata)
@@ -62,6 +63,7 @@ def test_scores_are_the_members_mean_and_the_first_member_is_the_single_model(pa
     assert len(ens.manifest["validation"]["members"]) == 2
 
 
+@pytest.mark.realdata
 def test_saved_ensemble_loads_to_the_same_scores_and_is_checked(pair, tmp_path):
     adata, ens, _ = pair
     X = model_input(adata)
@@ -89,18 +91,18 @@ def test_saved_ensemble_loads_to_the_same_scores_and_is_checked(pair, tmp_path):
         Ensemble([a, b])
 
 
-def test_geometric_pool_is_the_renormalised_mean_of_the_logs(pair):
+@pytest.mark.realdata
+def test_geometric_pool_is_the_renormalised_mean_of_the_logs(small_adata, pair):
     adata, ens, _ = pair
     X = model_input(adata)
     config, arrays = ens.model.state()
     model = Ensemble.from_state(type(ens.model.members[0]), config, arrays)
-    model.params["pool"] = "geometric"
+    model.pool = "geometric"
     a, b = (m.predict_scores(X) for m in model.members)
     g = np.sqrt(np.maximum(a, 1e-12) * np.maximum(b, 1e-12))
     np.testing.assert_allclose(model.predict_scores(X), g / g.sum(axis=1, keepdims=True), rtol=1e-9)
     assert not np.allclose(model.predict_scores(X), (a + b) / 2)
-    model.params["pool"] = "median"
     with pytest.raises(ValueError, match="unknown pool"):
-        Ensemble(model.members)
+        Ensemble(model.members, pool="median")
     with pytest.raises(GsrclError, match="unknown pool"):
         train(small_adata(), "cell_type", "afrcl", ensemble=2, pool="median", **TINY)

@@ -11,7 +11,7 @@ import torch
 from sklearn.metrics import f1_score
 
 from gsrcl.methods import get_method
-from gsrcl.methods._training import better
+from gsrcl.methods.checkpoints import better
 from gsrcl.methods.gsrcl import GENES, GsRCL
 
 TINY = dict(epochs=16, hidden=(64, 64), out=32, head=(32, 16), lr=1e-3, batch_size=64, shuffle=True, val_every=5,
@@ -20,6 +20,7 @@ TINY = dict(epochs=16, hidden=(64, 64), out=32, head=(32, 16), lr=1e-3, batch_si
 METHOD = GsRCL  # fitted once with TINY by the ``fitted`` fixture (tests/methods/conftest.py)
 
 
+@pytest.mark.realdata
 def test_learns_one_vs_rest(fitted, split):
     _, _, Xte, yte = split
     assert get_method("gsrcl") is GsRCL and fitted.method_name == "gsrcl"
@@ -34,6 +35,7 @@ def test_learns_one_vs_rest(fitted, split):
     assert f1_score(yte, pred, average="macro") > 0.8
 
 
+@pytest.mark.realdata
 def test_one_encoder_run_distinct_checkpoints(fitted):
     # the encoder is trained once; each task points at one of the stored (distinct) checkpoints
     assert len(fitted.history_["loss"]) == fitted.validation_["epochs_run"][0]
@@ -48,6 +50,7 @@ def test_one_encoder_run_distinct_checkpoints(fitted):
     assert counts[fitted.embed_encoder_] == counts.max()
 
 
+@pytest.mark.realdata
 def test_deterministic_and_state_round_trip(fitted, split):
     Xtr, ytr, Xte, _ = split
     again = GsRCL(**TINY).fit(Xtr, ytr)
@@ -63,6 +66,7 @@ def test_deterministic_and_state_round_trip(fitted, split):
         GsRCL.from_state(config, {k: v for k, v in arrays.items() if not k.startswith("svc0.")})
 
 
+@pytest.mark.realdata
 def test_gene_svm_replaces_the_encoder_where_it_validates_better(fitted, split, monkeypatch):
     Xtr, ytr, Xte, _ = split
     # the real comparison: a type is on the genes exactly when the gene SVM's validation MCC is higher
@@ -101,6 +105,7 @@ def test_gene_svm_replaces_the_encoder_where_it_validates_better(fitted, split, 
         GsRCL.from_state(config, arrays)
 
 
+@pytest.mark.realdata
 def test_gene_svm_pool_averages_the_encoder_and_gene_svms(fitted, split, monkeypatch):
     Xtr, ytr, Xte, _ = split
     m = GsRCL(**{**TINY, "gene_svm": "pool"}).fit(Xtr, ytr)
@@ -124,10 +129,11 @@ def test_gene_svm_pool_averages_the_encoder_and_gene_svms(fitted, split, monkeyp
     bad = dict(config, tasks=[dict(t, encoder=None) for t in config["tasks"]])
     with pytest.raises(ValueError, match="pools a gene SVM but has no encoder"):
         GsRCL.from_state(bad, arrays)
-    with pytest.raises(ValueError, match="gene_svm is false, true or 'pool'"):
-        GsRCL(gene_svm="both")
+    with pytest.raises(ValueError, match="gene_svm is one of False, True, 'pool'"):
+        GsRCL(gene_svm="both").fit(Xtr, ytr)  # parameters are checked by fit
 
 
+@pytest.mark.realdata
 def test_independent_encoders(split):
     Xtr, ytr, Xte, _ = split
     m = GsRCL(**{**TINY, "epochs": 2, "val_every": 1}, independent_encoders=True).fit(Xtr, ytr)
@@ -137,9 +143,10 @@ def test_independent_encoders(split):
     assert GsRCL.from_state(*m.state()).predict_scores(Xte).shape == (Xte.shape[0], 5)
 
 
+@pytest.mark.realdata
 def test_batch_norm_rule_of_the_paper(split):
     Xtr, ytr, _, _ = split
-    # BN is on only when the training cells outnumber the batch size (METHODS §5.16)
+    # BN is on only when the training cells outnumber the batch size (docs/methods.md §5.16)
     small = GsRCL(**{**TINY, "epochs": 1, "batch_size": 8192, "batch_norm": "auto"}).fit(Xtr, ytr)
     assert small.validation_["batch_norm"] is False and not small.encoders_[0].norms
     big = GsRCL(**{**TINY, "epochs": 1, "batch_size": 64, "batch_norm": "auto"}).fit(Xtr, ytr)
@@ -163,6 +170,7 @@ def test_presets():
     assert GsRCL(epochs=5).params["epochs"] == 5
 
 
+@pytest.mark.realdata
 def test_type_without_validation_cells(split):
     Xtr, ytr, _, _ = split
     # a type with no validation cell (a rare class) takes the checkpoint chosen by most tasks
@@ -181,10 +189,11 @@ def tasks_epoch(tasks, j):
     return max(0 if t["epoch"] == "mean" else t["epoch"] for t in tasks.values() if t["encoder"] == j)
 
 
+@pytest.mark.realdata
 def test_checkpoints_spilled_to_disk_give_the_same_model(fitted, split, tmp_path, monkeypatch):
     import tempfile
 
-    from gsrcl.methods._training import CheckpointStore
+    from gsrcl.methods.checkpoints import CheckpointStore
 
     Xtr, ytr, Xte, _ = split
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
@@ -207,7 +216,7 @@ def test_checkpoints_spilled_to_disk_give_the_same_model(fitted, split, tmp_path
 
 
 def test_large_references_validate_and_stop_by_steps():
-    from gsrcl.methods._training import step_schedule
+    from gsrcl.methods.schedule import step_schedule
 
     p = GsRCL().params
     # 640 and 800 training cells (5 and 7 steps of 128): the preset's epochs, as measured
@@ -217,6 +226,7 @@ def test_large_references_validate_and_stop_by_steps():
     assert step_schedule(GsRCL(preset="paper").params, 1) == (50, 0)  # the paper's schedule is untouched
 
 
+@pytest.mark.realdata
 def test_averaged_checkpoint_is_a_candidate_for_every_task(fitted, split):
     Xtr, ytr, Xte, _ = split
     # TINY validates after epochs 1, 6, 11, 16: the last three are averaged and scored as one more candidate
@@ -235,8 +245,9 @@ def test_averaged_checkpoint_is_a_candidate_for_every_task(fitted, split):
     assert all(off.validation_["tasks"][t]["epoch"] != "mean" for t in off.cell_types)
 
 
+@pytest.mark.realdata
 def test_classifiers_can_see_unit_length_embeddings(split):
-    from gsrcl.methods._training import encode
+    from gsrcl.methods.encoding import encode
 
     Xtr, ytr, Xte, _ = split
     model = GsRCL(**dict(TINY, epochs=6, average_checkpoints=False), normalize_embedding=True).fit(Xtr, ytr)
@@ -260,15 +271,17 @@ def test_classifiers_can_see_unit_length_embeddings(split):
     np.testing.assert_allclose(old.embed(Xte), raw, rtol=1e-6)
 
 
+@pytest.mark.realdata
 def test_gene_scaling_is_learnt_stored_and_applied(split):
-    from gsrcl.methods._training import GENE_SCALE_KEY, encode
+    from gsrcl.methods.encoding import encode
+    from gsrcl.methods.gene_scale import GENE_SCALE_KEY
 
     Xtr, ytr, Xte, _ = split
     model = GsRCL(**dict(TINY, epochs=2, val_every=1, average_checkpoints=False), scale_genes=True).fit(Xtr, ytr)
     # the scale comes from the training and validation cells together (fit splits Xtr itself here)
     sd = Xtr.toarray().astype(np.float64).std(axis=0)
     np.testing.assert_allclose(model.gene_scale_, 1.0 / (sd + 0.1), rtol=1e-4)
-    assert not GsRCL.PRESETS["default"]["scale_genes"] and not GsRCL.PRESETS["paper"]["scale_genes"]
+    assert not GsRCL().params["scale_genes"] and not GsRCL(preset="paper").params["scale_genes"]
     # every query is scaled the same way before the encoder
     scaled = sp.csr_matrix(np.minimum(Xte.toarray() * model.gene_scale_, 10.0))
     expect = model._represent(encode(model.encoders_[model.embed_encoder_], scaled, torch.device("cpu")))

@@ -1,4 +1,5 @@
-"""Large freed blocks kept for reuse while training (gsrcl.nn.allocator)."""
+"""Large freed blocks kept for reuse while training (gsrcl.nn.allocator), in the ``gsrcl`` command's process
+only: the Python API leaves malloc's settings alone."""
 
 import json
 import platform
@@ -12,7 +13,7 @@ import scipy.sparse as sp
 import torch
 
 from gsrcl.nn import Encoder, allocator, to_torch_sparse
-from gsrcl.nn.allocator import malloc_tunable, reuse_large_allocations
+from gsrcl.nn.allocator import allow_malloc_tuning, malloc_tunable, malloc_tuning_allowed, reuse_large_allocations
 
 glibc = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="the setting applies to glibc only"
@@ -44,6 +45,7 @@ def _resident_mb() -> float:
 def _probe() -> dict:
     """Page faults of training steps with glibc's defaults, then with large blocks kept, and the resident
     size before and after; run in a fresh process, whose heap holds no large free block yet."""
+    allow_malloc_tuning()
     default = _faults_of_training_steps()
     before = _resident_mb()
     with reuse_large_allocations() as changed:
@@ -83,10 +85,19 @@ class _RecordingLibc:
         self.calls.append(("malloc_trim", pad))
 
 
-def test_glibc_defaults_are_restored_on_exit(monkeypatch):
+@pytest.fixture
+def recording_libc(monkeypatch):
+    """A libc that records mallopt/malloc_trim calls, in an environment that leaves malloc to gsrcl."""
     libc = _RecordingLibc()
     monkeypatch.setattr(allocator, "_libc", lambda: libc)
     monkeypatch.setattr(allocator, "malloc_tunable", lambda: True)
+    monkeypatch.setattr(allocator, "_allowed", False)
+    return libc
+
+
+def test_glibc_defaults_are_restored_on_exit(recording_libc, monkeypatch):
+    libc = recording_libc
+    monkeypatch.setattr(allocator, "_allowed", True)
     with reuse_large_allocations() as changed:
         assert changed
         assert libc.calls == [("mallopt", allocator.M_MMAP_MAX, 0),
@@ -100,6 +111,7 @@ def test_glibc_defaults_are_restored_on_exit(monkeypatch):
 @glibc
 def test_nested_use_restores_once(monkeypatch):
     monkeypatch.delenv("GSRCL_KEEP_MALLOC", raising=False)
+    monkeypatch.setattr(allocator, "_allowed", True)
     if not malloc_tunable():
         pytest.skip("malloc is tuned in this environment")
     with reuse_large_allocations():
@@ -115,6 +127,91 @@ def test_nested_use_restores_once(monkeypatch):
 def test_left_alone_where_the_user_tuned_malloc(monkeypatch, env):
     for key, value in env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setattr(allocator, "_allowed", True)
     assert not malloc_tunable()
     with reuse_large_allocations() as changed:
         assert not changed
+
+
+# --- no process-wide side effect for a library user -------------------------------------------------------
+def test_nothing_is_changed_until_allowed(recording_libc):
+    with reuse_large_allocations() as changed:
+        assert not changed
+    assert recording_libc.calls == []
+    assert allow_malloc_tuning() is False  # returns the previous setting
+    assert malloc_tuning_allowed()
+    with reuse_large_allocations() as changed:
+        assert changed
+    assert allow_malloc_tuning(False) is True
+    assert len(recording_libc.calls) == 5
+
+
+def test_importing_gsrcl_does_not_allow_tuning():
+    import gsrcl.annotation  # noqa: F401 - a switch turned on at import would stay on
+    import gsrcl.training  # noqa: F401
+
+    assert not malloc_tuning_allowed()
+
+
+def _tiny_adata():
+    """90 cells of three types, each with ten marker genes of its own, as counts (synthetic)."""
+    import anndata as ad
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    types = np.repeat(np.arange(3), 30)
+    rate = np.ones((3, 40))
+    for t in range(3):
+        rate[t, 10 * t:10 * t + 10] = 8.0
+    adata = ad.AnnData(sp.csr_matrix(rng.poisson(rate[types]).astype(np.float32)))
+    adata.obs_names = [f"c{i}" for i in range(len(types))]
+    adata.var_names = [f"g{j}" for j in range(40)]
+    adata.obs["cell_type"] = [f"type{t}" for t in types]
+    return adata
+
+
+def test_train_through_the_api_leaves_malloc_alone(recording_libc, monkeypatch):
+    import gsrcl
+
+    adata = _tiny_adata()
+    tiny = dict(epochs=1, quiet=True, threads=1, novelty=False, hidden=[8], out=4, head=[4], svm_cv=2)
+    gsrcl.train(adata, "cell_type", "afrcl", **tiny)
+    assert recording_libc.calls == []
+    # the same training in a process that allowed it (as the command does) changes and restores the settings
+    monkeypatch.setattr(allocator, "_allowed", True)
+    gsrcl.train(adata, "cell_type", "afrcl", **tiny)
+    assert ("mallopt", allocator.M_MMAP_MAX, 0) in recording_libc.calls
+    assert recording_libc.calls[-1] == ("malloc_trim", 0)
+
+
+def test_the_train_command_allows_tuning_and_restores_the_setting(recording_libc, monkeypatch, tmp_path):
+    from gsrcl.cli import main
+    from gsrcl.errors import LabelsError
+
+    seen = []
+
+    def fake_train(*args, **kwargs):
+        seen.append(malloc_tuning_allowed())
+        with reuse_large_allocations() as changed:
+            seen.append(changed)
+        raise LabelsError("stopped by the test")
+
+    monkeypatch.setattr("gsrcl.training.train", fake_train)
+    path = tmp_path / "ref.h5ad"
+    _tiny_adata().write_h5ad(path)
+    code = main(["train", "-i", str(path), "--labels", "cell_type", "-r", "r", "-mp", str(tmp_path / "refs"), "-q"])
+    assert code == LabelsError.exit_code
+    assert seen == [True, True]
+    assert recording_libc.calls[:2] == [("mallopt", allocator.M_MMAP_MAX, 0),
+                                        ("mallopt", allocator.M_TRIM_THRESHOLD, allocator.KEEP_TRIM_THRESHOLD)]
+    assert not malloc_tuning_allowed()  # main() leaves the process as it found it
+
+
+def test_commands_that_do_not_train_leave_malloc_alone(monkeypatch, tmp_path, capsys):
+    from gsrcl.cli import main
+
+    calls = []
+    monkeypatch.setattr("gsrcl.cli.allow_malloc_tuning", lambda *a: calls.append(a) or False)
+    (tmp_path / "refs").mkdir()
+    assert main(["references", "-mp", str(tmp_path / "refs")]) == 0
+    assert calls == []

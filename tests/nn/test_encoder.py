@@ -47,6 +47,7 @@ def test_architecture_blocks():
     torch.testing.assert_close(enc(x), h)
 
 
+@pytest.mark.realdata
 def test_sparse_and_dense_input_give_same_outputs_and_gradients(immune_batch):
     X, y = immune_batch
     torch.manual_seed(0)

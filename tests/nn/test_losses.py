@@ -1,4 +1,4 @@
-"""The four contrastive losses against brute-force loops written from the formulas of METHODS.md §3.5."""
+"""The four contrastive losses against brute-force loops written from the formulas of docs/methods.md §3.5."""
 
 from __future__ import annotations
 

@@ -11,7 +11,9 @@ import sys
 from .. import __version__
 from ..errors import GsrclError
 
-COMMANDS = ("verify", "train", "predict", "references", "demo", "benchmark")
+COMMANDS = ("verify", "train", "predict", "references", "demo")
+
+TRAINING_COMMANDS = ("train", "demo")  # the commands that train a model: malloc is tuned for them
 
 log = logging.getLogger("gsrcl")
 
@@ -44,10 +46,24 @@ def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
     root.propagate = False
 
 
+def allow_malloc_tuning(allowed: bool = True) -> bool:
+    """Let training keep large freed blocks for reuse in this process (``gsrcl.nn.allocator``); returns the
+    previous setting.
+
+    malloc's settings are process-wide, so only the command, which owns its process, turns this on; the Python
+    API leaves them alone. Imported here, not at the top, because it imports torch.
+    """
+    from ..nn.allocator import allow_malloc_tuning as allow
+
+    return allow(allowed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    tuned = args.command in TRAINING_COMMANDS
+    previous = allow_malloc_tuning() if tuned else False
     try:
         return int(args.func(args) or 0)
     except GsrclError as exc:
@@ -61,6 +77,9 @@ def main(argv: list[str] | None = None) -> int:
     except MemoryError:
         print(f"gsrcl {args.command}: error: out of memory; use a smaller --block-size or a subset", file=sys.stderr)
         return 1
+    finally:
+        if tuned:  # main() called from Python leaves the setting as it found it
+            allow_malloc_tuning(previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

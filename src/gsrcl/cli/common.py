@@ -53,20 +53,26 @@ def positive_int(text: str) -> int:
     return value
 
 
-def neighbourhood(text: str) -> int:
-    from ..neighbours import check_neighbours
-
+def _checked(rule, value):
+    """``rule(value)`` (one of prediction's checks), its ValueError as argparse's usage error (exit code 2)."""
     try:
-        return check_neighbours(_number(text, int, "a whole number of cells"))
+        return rule(value)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def neighbourhood(text: str) -> int:
+    """``--neighbours``: 0 or at least 2 cells (`gsrcl.neighbours.check_neighbours`)."""
+    from ..neighbours import check_neighbours
+
+    return _checked(check_neighbours, _number(text, int, "a whole number of cells"))
+
+
 def probability(text: str) -> float:
-    value = _number(text, float, "a number")
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is not between 0 and 1")
-    return value
+    """``-p``: a number in [0, 1] (`gsrcl.cutoff.check_p`)."""
+    from ..cutoff import check_p
+
+    return _checked(check_p, _number(text, float, "a number"))
 
 
 def fraction(text: str) -> float:
@@ -77,7 +83,7 @@ def fraction(text: str) -> float:
 
 
 def percentile(text: str) -> float:
-    value = _number(text, float, "a number")
-    if not 0.0 < value <= 100.0:
-        raise argparse.ArgumentTypeError(f"{value} is not a percentile above 0 and at most 100")
-    return value
+    """``--novelty-cutoff``: a percentile above 0 and at most 100 (`gsrcl.cutoff.check_percentile`)."""
+    from ..cutoff import check_percentile
+
+    return _checked(check_percentile, _number(text, float, "a number"))

@@ -11,17 +11,22 @@ def register(sub) -> None:
         help="train both methods on a small PBMC set shipped with scanpy and annotate held-out cells",
         description="Split scanpy's pbmc68k_reduced (700 PBMCs, 10 bulk_labels, read from the scanpy package: "
         "no download) into a reference part (70%) and a query part (30%), train a reference with AF-RCL and "
-        "with GsRCL (demo-sized), annotate the query with each and print accuracy, macro-F1, % Unassigned and "
-        "timings. Writes OUT/query.h5ad, OUT/references/ and the predict outputs in OUT/afrcl/ and OUT/gsrcl/. "
-        "Needs scanpy (pip install 'gsrcl[demo]').",
+        "with GsRCL (the demo preset: the default with few epochs), annotate the query with each and print "
+        "accuracy, macro-F1, % Unassigned and timings. Writes OUT/query.h5ad, OUT/references/ and the predict "
+        "outputs in OUT/afrcl/ and OUT/gsrcl/; running it again replaces those and leaves anything else in OUT "
+        "alone. Needs scanpy (pip install 'gsrcl[demo]').",
     )
     p.add_argument("-o", "--outdir", default="demo_output", metavar="OUT", help="output folder (default: demo_output)")
-    p.add_argument("--overwrite", action="store_true", help="replace the outputs of an earlier demo in OUT")
+    p.add_argument("--overwrite", action="store_true",
+                   help="also replace files at the demo's output paths in an OUT that no demo wrote (the demo "
+                   "replaces its own earlier outputs without it)")
     add_common_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    """Run the demo and print its table; 0 on success (GsrclError without scanpy, OutputError for an OUT that
+    cannot be written or that no demo wrote, without --overwrite)."""
     from ..demo import CAVEAT, format_table, run_demo
     from ..errors import GsrclError
 

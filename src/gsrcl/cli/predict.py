@@ -1,9 +1,9 @@
 """``gsrcl predict``: annotate a query with a reference and write probabilities.csv, tsne.svg, legend.txt and
-annotated.h5ad into OUT."""
+annotated.h5ad into OUT (`gsrcl.outputs`). The flags' values are checked as they are parsed, by the same rules as
+the Python API's (`gsrcl.cutoff`, `gsrcl.neighbours`), and trusted after."""
 
 from __future__ import annotations
 
-import argparse
 import logging
 
 from .common import (add_common_arguments, add_input_arguments, neighbourhood, percentile, positive_int, probability,
@@ -13,8 +13,8 @@ log = logging.getLogger("gsrcl.predict")
 
 
 def register(sub) -> None:
-    from ..annotation import DEFAULT_BLOCK_SIZE, TSNE_MAX_CELLS
     from ..neighbours import N_NEIGHBORS
+    from ..predict import DEFAULT_BLOCK_SIZE, TSNE_MAX_CELLS
 
     p = sub.add_parser(
         "predict",
@@ -61,6 +61,9 @@ def register(sub) -> None:
     p.add_argument("--tsne-cells", type=positive_int, default=TSNE_MAX_CELLS, metavar="N",
                    help=f"at most N cells (a seeded random subset) in the t-SNE (default {TSNE_MAX_CELLS:,})")
     p.add_argument("--no-plot", action="store_true", help="do not compute the t-SNE or write tsne.svg")
+    p.add_argument("--insert-prob", action="store_true",
+                   help="also write each reference type's probability into annotated.h5ad as obs['prob_<type>'] "
+                   "('/' in a type name becomes '_'), to colour a plot by one type")
     p.add_argument("--seed", type=int, default=0, help="seed of the t-SNE and of its subset (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist in OUT")
     add_common_arguments(p)
@@ -68,32 +71,19 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..annotation import UNASSIGNED, predict_files
     from ..errors import GsrclError, PredictionError
-    from ..reference import Reference, resolve
+    from ..outputs import write_prediction_files
+    from ..cutoff import UNASSIGNED
+    from ..predict import Settings
+    from ..reference import resolve
 
     try:
-        from ..annotation import check_outputs
-
-        check_outputs(args.outdir, args.overwrite)  # before the reference is even read
-        ref = Reference.load(resolve(args.model_path, args.reference))
-        summary = predict_files(
-            args.input,
-            ref,
-            args.outdir,
-            p=args.probability,
-            raw_cutoff=args.raw_cutoff,
-            novelty_cutoff=args.novelty_cutoff,
-            neighbours=args.neighbours,
-            log_mode=args.log,
-            block_size=args.block_size,
-            overwrite=args.overwrite,
-            plot=not args.no_plot,
-            tsne_cells=args.tsne_cells,
-            seed=args.seed,
-            quiet=args.quiet,
-            reader_kwargs=reader_kwargs(args),
-        )
+        settings = Settings(p=args.probability, raw_cutoff=args.raw_cutoff, novelty_cutoff=args.novelty_cutoff,
+                            neighbours=args.neighbours, log=args.log, block_size=args.block_size,
+                            tsne_cells=args.tsne_cells, seed=args.seed, quiet=args.quiet)
+        summary = write_prediction_files(args.input, resolve(args.model_path, args.reference), args.outdir, settings,
+                                         overwrite=args.overwrite, plot=not args.no_plot,
+                                         insert_prob=args.insert_prob, reader_kwargs=reader_kwargs(args))
     except (GsrclError, KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - anything else is a bug or an environment problem: one line, code 140

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 from pathlib import Path
 
+from ..methods.presets import preset_names
 from .common import add_common_arguments, add_input_arguments, fraction, positive_int, reader_kwargs
 
 log = logging.getLogger("gsrcl.train")
@@ -29,8 +29,9 @@ def register(sub) -> None:
     p.add_argument("-r", "--reference", required=True, metavar="NAME", help="name of the new reference")
     p.add_argument("-mp", "--model-path", required=True, metavar="REFDIR", help="folder holding the references")
     p.add_argument("--method", choices=("afrcl", "gsrcl"), default="afrcl", help="method (default: afrcl)")
-    p.add_argument("--preset", choices=("default", "paper"), default="default",
-                   help="default: tuned for speed at the same accuracy; paper: the published settings")
+    p.add_argument("--preset", choices=preset_names(), default="default",
+                   help="default: tuned for speed at the same accuracy; paper: the published settings; demo: the "
+                   "default with few epochs, to try the tool in minutes")
     p.add_argument("--epochs", type=positive_int, metavar="N", help="most epochs (default: from the preset)")
     p.add_argument("--seed", type=int, default=1111, help="random seed (default: 1111)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default: cpu)")
@@ -39,21 +40,31 @@ def register(sub) -> None:
     p.add_argument("--genes-from", metavar="QUERY",
                    help="train only on the genes this query has (any format the readers take, or a text file "
                    "of gene names, one per line): use it when the query lacks many of the training genes")
-    p.add_argument("--validation-size", type=fraction, default=0.2, metavar="F",
-                   help="share of each cell type kept for checkpoint selection (default: 0.2)")
+    p.add_argument("--validation-size", type=fraction, metavar="F",
+                   help="share of each cell type kept for checkpoint selection (default: from the preset, 0.2)")
     p.add_argument("--ensemble", type=positive_int, metavar="N",
                    help="train N models with different seeds and average their scores (default: from the preset, "
                    "5 for AF-RCL's default, 1 for GsRCL and the paper preset); N times the training time")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads for training (default: torch's choice; on a busy machine 1 can be faster)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing reference NAME")
-    # Hidden: method parameters as JSON (an object, or the path of a JSON file), e.g. '{"hidden": [64, 64]}'.
-    p.add_argument("--config", help=argparse.SUPPRESS)
+    p.add_argument("--config", metavar="JSON",
+                   help="more settings as a JSON object or the path of a JSON file, e.g. '{\"hidden\": [64, 64]}': "
+                   "any parameter of gsrcl.train (the method's hyperparameters, listed in "
+                   "gsrcl.methods.presets, and ensemble, pool, library_size); the flags above take precedence")
     add_common_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
+    """Train and save the reference; 0 on success.
+
+    Raises
+    ------
+    GsrclError
+        (a subclass, with its exit code) for an existing reference without ``--overwrite``, CUDA asked for but
+        missing, bad settings (checked before the input is read), unreadable input or labels.
+    """
     from ..errors import GsrclError, OutputError
     from ..reference import resolve
 
@@ -67,33 +78,25 @@ def run(args) -> int:
 
         if not torch.cuda.is_available():
             raise GsrclError("--device cuda was given but PyTorch sees no CUDA device here: use --device cpu")
-    overrides = _config(args.config)
-    if args.threads:
-        overrides["threads"] = args.threads
-    if args.ensemble:
-        overrides["ensemble"] = args.ensemble
-    from ..methods import get_method
+    settings = _config(args.config)
+    flags = {"epochs": args.epochs, "validation_size": args.validation_size, "ensemble": args.ensemble,
+             "threads": args.threads}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    settings.update(seed=args.seed, device=args.device, quiet=args.quiet)
+    from ..training import check_settings, train
 
-    try:  # unknown or bad parameters fail here, before the input is read
-        get_method(args.method)(preset=args.preset, epochs=args.epochs, seed=args.seed, **overrides)
-    except (TypeError, ValueError) as exc:
-        raise GsrclError(str(exc)) from None
+    check_settings(args.method, args.preset, **settings)  # unknown or bad settings fail before the input is read
 
     from ..io import read_query
-    from ..training import train
 
     genes_from = _query_genes(args.genes_from) if args.genes_from else None
     adata = read_query(args.input, **reader_kwargs(args))
     labels, labels_note = _labels(args.labels, adata)
-    ref = train(
-        adata, labels, args.method, name=args.reference, preset=args.preset, epochs=args.epochs, seed=args.seed,
-        device=args.device, quiet=args.quiet, validation_size=args.validation_size, top_genes=args.top_genes,
-        genes_from=genes_from, **overrides,
-    )
-    ref.manifest["training"]["labels"] = labels_note
-    ref.manifest["training"]["input"] = os.path.abspath(args.input)
+    provenance = {"input": os.path.abspath(args.input), "labels": labels_note}
     if args.genes_from:
-        ref.manifest["training"]["gene_selection"]["query"] = os.path.abspath(args.genes_from)
+        provenance["genes_from"] = os.path.abspath(args.genes_from)
+    ref = train(adata, labels, args.method, name=args.reference, preset=args.preset, top_genes=args.top_genes,
+                genes_from=genes_from, provenance=provenance, **settings)
     path = ref.save(args.model_path, args.reference, overwrite=args.overwrite)
     if not args.quiet:
         print(summary(ref, path))
@@ -101,6 +104,7 @@ def run(args) -> int:
 
 
 def summary(ref, path) -> str:
+    """The lines ``gsrcl train`` prints about the reference it saved at ``path``."""
     t, v = ref.manifest["training"], ref.manifest["validation"]
     score = v.get("score")
     lines = [
@@ -144,6 +148,13 @@ def _query_genes(path: str):
 
 
 def _config(text: str | None) -> dict:
+    """The settings of ``--config``: a JSON object, given inline or as the path of a JSON file ({} for None).
+
+    Raises
+    ------
+    GsrclError
+        For text that is not a JSON object and not a file holding one.
+    """
     from ..errors import GsrclError
 
     if not text:
@@ -154,7 +165,7 @@ def _config(text: str | None) -> dict:
     except (OSError, ValueError) as exc:
         raise GsrclError(f"--config is not a JSON object or a JSON file ({exc})") from None
     if not isinstance(value, dict):
-        raise GsrclError("--config must be a JSON object of method parameters")
+        raise GsrclError("--config must be a JSON object of settings, e.g. '{\"hidden\": [64, 64]}'")
     return value
 
 

@@ -2,8 +2,9 @@
 
 A backend yields CSR float32 row blocks in cells x genes order. ``CSRRowsOnDisk`` reads row ranges of a
 compressed matrix straight from the HDF5 file (slice ``indptr``, then ``data``/``indices``), so memory does not
-grow with the number of cells; ``DenseRowsOnDisk`` reads slabs of a dense dataset; ``InMemory`` holds a CSR
-matrix built by a loader (text formats, CSC matrices, transposed input). Every block is checked for NaN/inf.
+grow with the number of cells; ``DenseRowsOnDisk`` reads slabs of a dense dataset; ``InMemory`` holds a matrix
+built by a loader (text formats, CSC matrices, transposed input) or given in memory (``QuerySource.from_anndata``).
+Every block is checked for NaN/inf.
 """
 
 from __future__ import annotations
@@ -47,10 +48,21 @@ class Backend:
         return sp.vstack(blocks, format="csr", dtype=np.float32)
 
 
+def _csr32(block) -> sp.csr_matrix:
+    """``block`` (sparse or dense rows) as CSR float32; a CSR float32 block is returned as it is."""
+    if sp.issparse(block) and block.format == "csr":
+        return block.astype(np.float32, copy=False)
+    return sp.csr_matrix(block, dtype=np.float32)
+
+
 class InMemory(Backend):
     """A CSR matrix made by ``loader`` for each pass and dropped after it, or one held since opening
     (text tables must be read whole to know their names); a held matrix is handed out as a copy, so
-    changing the AnnData never changes the source, except by ``release`` (read_query's one-shot use)."""
+    changing the AnnData never changes the source, except by ``release`` (read_query's one-shot use).
+
+    A held matrix may be dense or sparse (an AnnData's X): each block is converted to CSR float32 as it is
+    handed out, so a dense matrix is never copied whole.
+    """
 
     def __init__(self, loader: Callable[[], sp.csr_matrix], shape: tuple[int, int]):
         self.loader = loader
@@ -58,7 +70,10 @@ class InMemory(Backend):
         self._held = None
 
     @classmethod
-    def holding(cls, X: sp.csr_matrix) -> "InMemory":
+    def holding(cls, X) -> "InMemory":
+        """A backend holding ``X`` (cells x genes; CSR, another sparse format, or a dense array)."""
+        if sp.issparse(X) and X.format != "csr":
+            X = X.tocsr()
         backend = cls(None, X.shape)
         backend._held = X
         return backend
@@ -83,7 +98,7 @@ class InMemory(Backend):
     def blocks(self, block_size):
         X = self.whole(copy=False)  # slices are copies anyway
         for start in range(0, X.shape[0], block_size):
-            yield start, X[start:start + block_size]
+            yield start, _csr32(X[start:start + block_size])
 
 
 class CSRRowsOnDisk(Backend):
@@ -203,6 +218,32 @@ class QuerySource:
     @property
     def shape(self) -> tuple[int, int]:
         return self.n_obs, self.n_vars
+
+    @classmethod
+    def from_anndata(cls, adata: ad.AnnData) -> "QuerySource":
+        """An in-memory AnnData seen as a query: its X (dense or sparse, never copied whole), ``obs_names`` as
+        str, its ``var`` (index and ``gene_ids``/``gene_symbols`` columns as they are) and its ``obs``.
+
+        Parameters
+        ----------
+        adata : anndata.AnnData
+            Cells x genes. It is read, never changed.
+
+        Returns
+        -------
+        QuerySource
+            ``format`` is ``"anndata"``; reading blocks raises ``ValuesError`` when ``adata.X`` is None.
+        """
+        if adata.X is None:
+            def missing():
+                raise ValuesError("the AnnData has no X: put the expression values in X (or pass layer/use_raw "
+                                  "to the reader)")
+
+            backend = InMemory(missing, adata.shape)
+        else:
+            backend = InMemory.holding(adata.X)
+        return cls("AnnData in memory", "anndata", pd.Index(adata.obs_names.astype(str)), adata.var, backend,
+                   obs_loader=lambda: adata.obs)
 
     def __repr__(self) -> str:
         return f"QuerySource({str(self.path)!r}, format={self.format!r}, {self.n_obs} cells x {self.n_vars} genes)"

@@ -1,5 +1,10 @@
-"""The two annotation methods. Each is an estimator class with ``fit`` / ``predict_scores`` / ``embed`` and a
-``state()`` / ``from_state()`` pair that turns a fitted model into plain arrays and back (see reference.py)."""
+"""The two annotation methods, AF-RCL and GsRCL, as scikit-learn style estimators.
+
+Each estimator (`gsrcl.methods.afrcl.AFRCL`, `gsrcl.methods.gsrcl.GsRCL`) takes its hyperparameters as keyword
+parameters, resolved against a preset of `gsrcl.methods.presets`, and has ``fit`` / ``predict_scores`` /
+``predict_proba`` / ``embed`` and a ``state()`` / ``from_state()`` pair that turns a fitted model into plain
+arrays and back (`gsrcl.reference`). `gsrcl.methods.ensemble.Ensemble` pools several fitted models of one method.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,13 @@ METHODS = ("afrcl", "gsrcl")
 
 
 def get_method(name: str):
-    """The estimator class of method ``name``."""
+    """The estimator class of method ``name``.
+
+    Raises
+    ------
+    ValueError
+        For a name not in `METHODS`.
+    """
     if name == "afrcl":
         from .afrcl import AFRCL
 

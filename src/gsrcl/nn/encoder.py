@@ -1,12 +1,9 @@
-"""The encoder MLP and the projection head (METHODS.md §3.3).
+"""The encoder MLP and the projection head (docs/methods.md §3.3).
 
 Both are the same kind of network: hidden blocks Linear -> [BatchNorm1d] -> ReLU, then a plain Linear; every
 Linear starts with N(0, 0.02²) weights and zero biases. The first Linear also takes a sparse (CSR or COO) torch
-batch and multiplies it without densifying, through `embedding_bag` on an (in, out) weight. For a
-64 x 19,371 batch with ~1,500 non-zeros a row (1,024 outputs, 2 CPU threads) its forward takes ~5 ms against
-~19 ms dense; the backward (~25 ms) is the same either way, bound by writing the dense weight gradient; the whole
-encoder step is ~1.4x faster. `torch.sparse.mm` was slower than dense here (CSR ~140 ms, COO ~430 ms,
-forward + backward). Measure with `python tests/nn/bench_sparse_first_layer.py`.
+batch and multiplies it without densifying, through `embedding_bag` on an (in, out) weight: faster than a dense
+product for the sparse single-cell input, where `torch.sparse.mm` was slower than dense (docs/decisions.md).
 
 State travels as plain float32 arrays (`to_arrays` / `from_arrays`) with stable names; the architecture is read
 back from their shapes, so a stored encoder needs no pickled config.
@@ -31,7 +28,7 @@ _BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
 
 
 def flush_denormals() -> bool:
-    """Flush denormal floats to zero on the CPU (the original slowed ~2x from them); True where supported."""
+    """Flush denormal floats to zero on the CPU, where they slow products down; True where supported."""
     return bool(torch.set_flush_denormal(True))
 
 
@@ -89,7 +86,26 @@ class InputLinear(nn.Module):
 
 
 class MLP(nn.Module):
-    """Hidden blocks Linear -> [BatchNorm1d] -> ReLU, then a plain Linear; optional dropout on the input."""
+    """Hidden blocks Linear -> [BatchNorm1d] -> ReLU, then a plain Linear; optional dropout on the input.
+
+    Parameters
+    ----------
+    n_inputs : int
+        Input features (genes); the first layer takes dense or sparse (CSR, COO) input.
+    hidden : int or sequence of int
+        Widths of the hidden blocks.
+    out : int
+        Output width.
+    batch_norm : bool
+        BatchNorm1d in each hidden block.
+    input_dropout : float
+        Dropout rate on the input, in [0, 1).
+
+    Raises
+    ------
+    ValueError
+        A width below 1 or a dropout rate outside [0, 1).
+    """
 
     def __init__(self, n_inputs: int, hidden: Sequence[int] | int, out: int, batch_norm: bool = True,
                  input_dropout: float = 0.0):

@@ -1,6 +1,10 @@
-"""Contrastive losses on projections (METHODS.md §3.5). Each L2-normalises its input, is vectorised over
-anchors, and gives finite values and gradients for any label pattern (§5 item 13: anchors without a positive
-are left out of the mean instead of turning the batch into NaN)."""
+"""Contrastive losses on projections (docs/methods.md §3.5).
+
+Each takes projections (n, d) (two views for the two-view losses), L2-normalises them, is vectorised over
+anchors, and returns a scalar tensor with finite values and gradients for any label pattern: anchors without a
+positive are left out of the mean instead of turning the batch into NaN (docs/methods.md §5 item 13). Labels
+are a tensor or an array of ints or strings, one per cell; a wrong count or shape raises ValueError.
+"""
 
 from __future__ import annotations
 
@@ -36,8 +40,11 @@ def _check_2d(*zs: torch.Tensor) -> None:
 
 
 def nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.07) -> torch.Tensor:
-    """SimCLR loss as GsRCL codes it: mean CE of view-1 anchors + mean CE of view-2 anchors, each anchor's
-    logits = its similarities to the N other-view embeddings and the N-1 other same-view ones."""
+    """NT-Xent (SimCLR) as GsRCL codes it, on two views ``z1``, ``z2`` (n, d) of the same n cells.
+
+    The mean cross-entropy of the view-1 anchors plus that of the view-2 anchors (a sum, as the original); each
+    anchor's logits are its similarities to the n other-view embeddings (its positive: the same cell) and the
+    n - 1 other same-view ones, divided by ``temperature``. Uses no labels."""
     _check_2d(z1, z2)
     n = z1.shape[0]
     z1, z2 = F.normalize(z1, dim=1), F.normalize(z2, dim=1)

@@ -1,0 +1,56 @@
+"""The model input as CSR float32 and its encoding by an encoder, in blocks of rows."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+BLOCK = 4096  # rows encoded at once at prediction time: bounds memory whatever the number of cells
+
+
+def as_csr(X) -> sp.csr_matrix:
+    """The model input ``X`` (sparse or dense) as CSR float32; no copy when it is one already."""
+    if sp.issparse(X):
+        X = X.tocsr()
+    else:
+        X = sp.csr_matrix(np.asarray(X))
+    if X.dtype != np.float32:
+        X = X.astype(np.float32)
+    return X
+
+
+def vstack(A, B) -> sp.csr_matrix:
+    """The rows of ``A`` then those of ``B``, as one CSR matrix."""
+    return sp.vstack([A, B], format="csr")
+
+
+def sparse_tensor(X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    """A scipy CSR block as a torch sparse CSR tensor (the encoder's first layer multiplies it as is)."""
+    from ..nn import to_torch_sparse
+
+    return to_torch_sparse(X, device=device)
+
+
+def encode(encoder: torch.nn.Module, X, device: torch.device, block: int = BLOCK) -> np.ndarray:
+    """The encoder's output for every row of ``X``, float32 (n, out).
+
+    Encoded ``block`` rows at a time, in eval mode and without autograd (memory stays bounded whatever the
+    number of cells); the encoder's training mode is restored after."""
+    X = as_csr(X)
+    was_training = encoder.training
+    encoder.eval()
+    out = []
+    with torch.inference_mode():
+        for start in range(0, X.shape[0], block):
+            out.append(encoder(sparse_tensor(X[start : start + block], device)).float().cpu().numpy())
+    encoder.train(was_training)
+    if not out:
+        return np.zeros((0, encoder_out_features(encoder)), dtype=np.float32)
+    return np.concatenate(out)
+
+
+def encoder_out_features(encoder: torch.nn.Module) -> int:
+    """The width of the encoder's output (its last linear layer)."""
+    last = [m for m in encoder.modules() if isinstance(m, torch.nn.Linear)][-1]
+    return int(last.out_features)
