@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import re
 
 import anndata as ad
@@ -14,6 +15,15 @@ import scipy.sparse as sp
 from gsrcl.errors import GeneOverlapError, InvalidReferenceError, ShapeMismatchError
 from gsrcl.genes import align, check_overlap, gene_record, id_symbol_hint, looks_like_ensembl, match_genes
 from tests.conftest import dataset
+
+
+@pytest.fixture()
+def gsrcl_log(caplog, monkeypatch):
+    """caplog seeing gsrcl's messages at INFO, whatever an earlier ``gsrcl.cli.main`` call (``-q``: ERROR, no
+    propagation) left the ``gsrcl`` logger at."""
+    monkeypatch.setattr(logging.getLogger("gsrcl"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="gsrcl")
+    return caplog
 
 
 def qvar(names, **columns) -> pd.DataFrame:
@@ -117,7 +127,7 @@ def test_duplicated_query_names_first_occurrence_wins():
 def test_duplicated_reference_genes_are_refused():
     with pytest.raises(InvalidReferenceError, match="duplicated") as e:
         match_genes(qvar(["A"]), ["A", "B", "A"])
-    assert e.value.exit_code == 145 and "\n" not in e.value.message
+    assert e.value.exit_code == InvalidReferenceError.exit_code and "\n" not in e.value.message
 
 
 def test_gene_match_is_immutable():
@@ -245,13 +255,27 @@ def test_gene_match_rebuilt_from_ref_to_query_aligns_the_same():
     np.testing.assert_array_equal(align(X, m).toarray(), _dense_align(X.toarray(), m))
 
 
-def test_the_overlap_rule_needs_more_than_half_of_the_query_genes(caplog):
+def test_the_overlap_rule_needs_more_than_half_of_the_query_genes(gsrcl_log):
     ref = [f"G{i}" for i in range(10)]
     ok = check_overlap(qvar(["G0", "G1", "G2", "X"]), ref, "r")  # 3 of 4 query genes; 3 of 10 reference genes
-    assert ok.n_query_matched == 3 and "reference genes" in caplog.text and "--genes-from" in caplog.text
+    assert ok.n_query_matched == 3 and "reference genes" in gsrcl_log.text and "--genes-from" in gsrcl_log.text
     rec = gene_record(ok)
     assert rec["n_query_genes_dropped"] == 1 and rec["n_reference_genes_zero_filled"] == 7
     with pytest.raises(GeneOverlapError, match="more than 50%"):
         check_overlap(qvar(["G0", "G1", "X", "Y"]), ref, "r")  # exactly half
     with pytest.raises(GeneOverlapError):
         check_overlap(qvar([]), ref, "r")
+
+
+def test_the_overlap_rule_accepts_a_raw_query_that_holds_the_reference_genes(gsrcl_log):
+    # a raw 10x query holds every gene of a reference trained on a filtered list: few of its own genes match, but
+    # the model gets all of its input (issue 28 item 12)
+    ref = [f"G{i}" for i in range(10)]
+    raw = qvar(ref + [f"Q{i}" for i in range(30)])  # 10 of 40 query genes (25%), 10 of 10 reference genes
+    ok = check_overlap(raw, ref, "r")
+    assert ok.n_ref_matched == 10 and "--genes-from" not in gsrcl_log.text
+    part = qvar(ref[:6] + [f"Q{i}" for i in range(30)])  # 6 of 36 query genes, 6 of 10 reference genes (60%)
+    assert check_overlap(part, ref, "r").n_ref_matched == 6
+    assert "--genes-from" in gsrcl_log.text  # under 80% of the reference genes: the warning stays
+    with pytest.raises(GeneOverlapError, match=r"5 of 35 query genes \(14.3%\).*5 of its 10 genes \(50.0%\)"):
+        check_overlap(qvar(ref[:5] + [f"Q{i}" for i in range(30)]), ref, "r")  # half of either: refused

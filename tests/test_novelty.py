@@ -15,7 +15,7 @@ import scipy.sparse as sp
 from gsrcl import novelty as N
 from gsrcl.annotation import annotate
 from gsrcl.errors import InvalidReferenceError
-from gsrcl.reference import Reference
+from gsrcl.reference import Reference, manifest_checksum
 from gsrcl.training import train
 
 TINY = dict(epochs=2, hidden=[32, 32], out=16, head=[16, 8], svm_cv=2, threads=1, quiet=True)
@@ -210,6 +210,7 @@ def test_tampered_novelty_arrays_fail_clearly(saved, tmp_path):
     manifest = json.loads((ref / "manifest.json").read_text())
     manifest["files"]["arrays.npz"]["sha256"] = hashlib.sha256((ref / "arrays.npz").read_bytes()).hexdigest()
     manifest["arrays"]["novelty.components"]["shape"] = list(arrays["novelty.components"].shape)
+    manifest["manifest_sha256"] = manifest_checksum(manifest)  # the manifest made to agree, its checksum too
     (ref / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidReferenceError) as e:
         Reference.load(ref)

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 
+from gsrcl import errors
 from gsrcl.annotation import UNASSIGNED, annotate, prob_column, probabilities
 from gsrcl.outputs import OUTPUTS
 from gsrcl.cli import main
@@ -135,7 +136,7 @@ def test_existing_outputs_are_kept_without_overwrite(refdir, query, tmp_path):
     (out / "probabilities.csv").write_text("keep me\n")
     (out / "tsne.svg").write_text("<svg/>")
     before = snapshot(out)
-    assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out) == 146
+    assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out) == errors.OutputError.exit_code
     assert snapshot(out) == before
     # with --overwrite and no plot, the stale picture goes too
     assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out, "--overwrite", "--no-plot") == 0
@@ -152,11 +153,11 @@ def test_bad_reference_writes_nothing(refdir, query, tmp_path, capsys):
     npz.write_bytes(npz.read_bytes()[:-10] + b"0123456789")  # tampered
     out = tmp_path / "out"
     capsys.readouterr()
-    assert predict("-i", query, "-r", "afrcl", "-mp", bad, "-o", out) == 145
+    assert predict("-i", query, "-r", "afrcl", "-mp", bad, "-o", out) == errors.InvalidReferenceError.exit_code
     assert not out.exists()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "checksum" in err[0]
-    assert predict("-i", query, "-r", "nosuch", "-mp", refdir, "-o", out) == 145
+    assert predict("-i", query, "-r", "nosuch", "-mp", refdir, "-o", out) == errors.InvalidReferenceError.exit_code
     assert not out.exists()
 
 
@@ -175,7 +176,7 @@ def test_unexpected_failure_is_exit_140_one_line_and_leaves_out_unchanged(refdir
     (out / "notes.txt").write_text("mine")
     before = snapshot(out)
     capsys.readouterr()
-    assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out, "--block-size", 40) == 140
+    assert predict("-i", query, "-r", "afrcl", "-mp", refdir, "-o", out, "--block-size", 40) == errors.PredictionError.exit_code
     assert snapshot(out) == before  # no temporary file, no partial output
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("warning:")]
     assert len(err) == 1 and "simulated failure" in err[0] and "Traceback" not in err[0]
@@ -204,28 +205,40 @@ def _with_extra_genes(query: Path, n_extra: int, dest: Path) -> Path:
 
 
 @pytest.mark.realdata
-def test_gene_overlap_rule_just_over_half_works_half_fails_139(refdir, query, tmp_path, capsys):
+def test_gene_overlap_rule_refuses_half_or_less_of_the_query_genes_and_of_the_reference_genes(refdir, query,
+                                                                                             tmp_path, capsys):
     q = ad.read_h5ad(query, backed="r")
     from gsrcl.genes import match_genes
     from gsrcl.reference import Reference
 
-    matched = match_genes(q.var, Reference.load(Path(refdir) / "afrcl").genes).n_query_matched
-    n = q.n_vars
+    ref_genes = Reference.load(Path(refdir) / "afrcl").genes
+    m = match_genes(q.var, ref_genes)
+    matched, n = m.n_query_matched, q.n_vars
     q.file.close()
+    assert 0.5 < m.ref_fraction < 0.8  # the query (Drop-seq) has about half of the reference's (CEL-seq2) genes
     over = _with_extra_genes(query, 2 * matched - n - 1, tmp_path / "over.h5ad")  # matched / total just > 0.5
-    half = _with_extra_genes(query, 2 * matched - n, tmp_path / "half.h5ad")  # exactly 0.5
+    half = _with_extra_genes(query, 2 * matched - n, tmp_path / "half.h5ad")  # exactly 0.5 of the query genes
     capsys.readouterr()
-    assert predict("-i", over, "-r", "afrcl", "-mp", refdir, "-o", tmp_path / "ok", "--no-plot") == 0
-    # the query (Drop-seq) has about half of the reference's (CEL-seq2) genes: the warning says what to do
-    warning = [line for line in capsys.readouterr().err.splitlines() if "reference genes" in line]
+    assert main(["predict", "-i", str(over), "-r", "afrcl", "-mp", str(refdir), "-o", str(tmp_path / "ok"),
+                 "--no-plot"]) == 0
+    # under 80% of the reference genes: the warning says what to do
+    warning = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning: only")]
     assert len(warning) == 1 and "--genes-from" in warning[0]
-    assert predict("-i", half, "-r", "afrcl", "-mp", refdir, "-o", tmp_path / "fail") == 139
+    # half of the query genes, but more than half of the reference genes: the model gets most of its input
+    assert predict("-i", half, "-r", "afrcl", "-mp", refdir, "-o", tmp_path / "half") == 0
+    # half of the query genes and half or fewer of the reference genes: refused
+    k = len(ref_genes) // 2
+    few = ad.read_h5ad(query)[:30, np.flatnonzero(m.query_matched)[:k]].copy()
+    few.write_h5ad(tmp_path / "few.h5ad")
+    few = _with_extra_genes(tmp_path / "few.h5ad", k, tmp_path / "few_half.h5ad")
+    assert predict("-i", few, "-r", "afrcl", "-mp", refdir, "-o", tmp_path / "fail") == errors.GeneOverlapError.exit_code
+    assert "50.0%" in capsys.readouterr().err
     assert not (tmp_path / "fail").exists()
 
 
 @pytest.mark.realdata
 def test_missing_verified_file_without_input(refdir, tmp_path, capsys):
-    assert predict("-r", "afrcl", "-mp", refdir, "-o", tmp_path / "empty") == 141
+    assert predict("-r", "afrcl", "-mp", refdir, "-o", tmp_path / "empty") == errors.MissingPathError.exit_code
     assert "gsrcl verify" in capsys.readouterr().err
 
 

@@ -8,6 +8,11 @@ reference type, or unsure between types, or both; ``obs['unseen_score']`` is its
 nearest query cells (`gsrcl.neighbours`), since cells of a type the reference lacks come in groups. Labels do not
 depend on it. With ``insert_prob``, ``obs['prob_<type>']`` holds each reference type's reported probability (a
 ``/`` in a type name becomes ``_``), to colour a plot by one type.
+
+``obs['unassigned_reason']`` says why a cell is Unassigned (``""`` for an assigned cell; `gsrcl.cutoff.REASONS`):
+``"no counts in the reference genes"``, ``"too few reference genes detected"`` (fewer than
+`gsrcl.cutoff.min_detected_genes` non-zero), ``"probability at or below p"`` or ``"novelty above the cut-off"``;
+``uns['gsrcl']['unassigned']`` counts them. Such a cell's probabilities are reported as the model gave them.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .cutoff import UNASSIGNED, novelty_threshold
+from .cutoff import REASONS, UNASSIGNED, novelty_threshold
 from .neighbours import N_NEIGHBORS
 from .plot import palette, plot_tsne, tsne_of, tsne_title
 from .predict import DEFAULT_BLOCK_SIZE, TSNE_MAX_CELLS, Prediction, Settings, load_reference, predict, prepare
@@ -103,6 +108,8 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
     categories = types + [UNASSIGNED]
     obs = pd.DataFrame(index=pred.obs_names)
     obs["predicted_labels"] = pd.Categorical(pred.labels, categories=categories)
+    if pred.reasons is not None:
+        obs["unassigned_reason"] = pd.Categorical(pred.reasons, categories=list(REASONS))
     obs["conf_score"] = pred.conf.astype(np.float32)
     if pred.scores is not None:
         obs["max_raw_score"] = pred.max_raw.astype(np.float32)
@@ -129,12 +136,18 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
         "values": pred.info["values"],
         "cutoff": pred.info["cutoff"],
         "neighbours": pred.info.get("neighbours", {}),
+        "unassigned": pred.info.get("unassigned", {}),
         "cell_types": types,
         # two lists, not a dict: cell-type names may hold '/', which HDF5 keys cannot
         "labels": categories,
         "label_counts": [int(counts.get(c, 0)) for c in categories],
         "columns": {
             "predicted_labels": "argmax cell type, or Unassigned when the cut-off probability is <= p",
+            **({"unassigned_reason": "why the cell is Unassigned ('' when it is not): no counts in the reference "
+                                     "genes, too few reference genes detected (fewer than "
+                                     f"{pred.info.get('unassigned', {}).get('min_reference_genes', '?')} non-zero), "
+                                     "probability at or below p, or novelty above the cut-off"}
+               if pred.reasons is not None else {}),
             "conf_score": "the highest reported probability (GsRCL: after dividing by the row sum)",
             **({"max_raw_score": "GsRCL: the highest un-normalised one-vs-rest probability; low for a cell that "
                                  "no cell-type task claims, however high conf_score is"} if pred.scores is not None else {}),
@@ -197,7 +210,11 @@ def annotate(
     ----------
     adata : anndata.AnnData
         The query, cells x genes (raw counts or log1p values in X; dense or sparse). It is not modified. A
-        ``verified.h5ad`` from ``gsrcl verify`` is taken as it is.
+        ``verified.h5ad`` from ``gsrcl verify`` is taken as it is. A backed AnnData
+        (``anndata.read_h5ad(path, backed="r")``) is read from its file in blocks of rows; the copy returned is
+        in memory (``adata.to_memory()``, made after the prediction), so it needs room for X: to annotate a query
+        larger than memory, use ``gsrcl.predict_files`` (``gsrcl predict``), which writes annotated.h5ad block
+        by block.
     reference : Reference or path-like
         A loaded ``gsrcl.Reference`` or the path of a reference directory.
     p : float
@@ -243,8 +260,11 @@ def annotate(
         When half or fewer of the query genes are in the reference.
     ValuesError
         When the values are unusable (scaled, NaN, no X).
+    NamesError
+        When cell names repeat (as ``gsrcl predict`` refuses them).
     InvalidReferenceError
-        When the reference cannot be loaded, or ``novelty_cutoff`` is asked of one without a novelty model.
+        When the reference cannot be loaded, ``novelty_cutoff`` is asked of one without a novelty model, or one
+        of its cell types is named ``Unassigned``.
     """
     from .io.source import QuerySource
     from .verify import UNS_KEY as VERIFY_KEY
@@ -264,7 +284,7 @@ def annotate(
     params = {**settings.record(), "insert_prob": bool(insert_prob)}
     obs, obsm, uns = annotations(pred, ref, params=params, tsne=tsne, source={"format": "anndata"},
                                  insert_prob=insert_prob)
-    out = adata.copy()
+    out = adata.to_memory() if adata.isbacked else adata.copy()
     out.obs = merge_obs(out.obs, obs.set_axis(out.obs_names))
     for k, v in obsm.items():
         out.obsm[k] = v

@@ -12,6 +12,21 @@ A cell gets the argmax cell type, or ``Unassigned`` when the probability the cut
 
 With a novelty cut-off (a percentile of the novelty scores of reference cells held out of the novelty model's fit,
 `novelty_threshold`), cells whose novelty score (`gsrcl.novelty`) is above it are Unassigned as well.
+
+Whatever its probabilities, a cell is Unassigned when its values say nothing about it (`unassigned_reasons`): it
+has no counts in the reference genes (every model input is zero: the classifier's output is then the same for
+every such cell, and can be confident), or fewer than `min_detected_genes` of them are non-zero. Each Unassigned
+cell gets one reason (`REASONS`, in this order of precedence; ``""`` for an assigned cell), recorded as
+``obs['unassigned_reason']``:
+
+- ``"no counts in the reference genes"``;
+- ``"too few reference genes detected"``: fewer than ``min_detected_genes(n_genes)`` non-zero reference genes;
+- ``"probability at or below p"``;
+- ``"novelty above the cut-off"``.
+
+A reference type named ``Unassigned`` would make two labels of one name: training refuses such labels
+(`gsrcl.methods.labels.check_labels`) and prediction refuses such a reference before it reads the query
+(`check_cell_types`).
 """
 
 from __future__ import annotations
@@ -22,7 +37,95 @@ from .errors import InvalidReferenceError
 
 UNASSIGNED = "Unassigned"
 
-__all__ = ["UNASSIGNED", "assign_labels", "check_p", "check_percentile", "normalise_rows", "novelty_threshold"]
+# At least this many non-zero reference genes for a cell to be labelled (a tenth of the reference's genes when
+# that is fewer: `min_detected_genes`). Below it, the library-size normalisation of the model input (log1p CP10k)
+# gives each of the few detected genes a value of at least log1p(1000) ~ 6.9, a profile no reference cell has, and
+# the label would follow that artefact rather than the cell. Real cells lie far above: every cell of the
+# pbmc68k_reduced test query has 35 or more of a 120-gene reference's genes, and cells kept by usual quality
+# control (>= 200 genes) have hundreds of a 2,000-gene reference's. Only (near-)empty droplets fall below.
+MIN_DETECTED_GENES = 10
+
+NO_COUNTS = "no counts in the reference genes"
+TOO_FEW_GENES = "too few reference genes detected"
+BELOW_P = "probability at or below p"
+NOVEL = "novelty above the cut-off"
+REASONS = ("", NO_COUNTS, TOO_FEW_GENES, BELOW_P, NOVEL)  # the categories of obs['unassigned_reason']
+
+__all__ = ["BELOW_P", "MIN_DETECTED_GENES", "NOVEL", "NO_COUNTS", "REASONS", "TOO_FEW_GENES", "UNASSIGNED",
+           "assign_labels", "check_cell_types", "check_p", "check_percentile", "min_detected_genes",
+           "normalise_rows", "novelty_threshold", "unassigned_reasons"]
+
+
+def check_cell_types(cell_types, name: str = "") -> list[str]:
+    """A reference's cell types, checked before any prediction: unique, and none named ``Unassigned``.
+
+    Parameters
+    ----------
+    cell_types : sequence of str
+    name : str
+        The reference's name, for the message.
+
+    Returns
+    -------
+    list of str
+
+    Raises
+    ------
+    InvalidReferenceError
+        When a type is named ``Unassigned`` (prediction's label for a cell it cannot assign) or a name repeats.
+    """
+    types = list(map(str, cell_types))
+    if UNASSIGNED in types:
+        raise InvalidReferenceError(
+            f"reference {name!r} has a cell type named {UNASSIGNED!r}, the label gsrcl gives cells it cannot "
+            "assign: retrain it with those cells relabelled (e.g. 'Unknown') or dropped"
+        )
+    if len(set(types)) != len(types):
+        raise InvalidReferenceError(f"reference {name!r} lists a cell type more than once: it is damaged; "
+                                    "retrain it or use another reference")
+    return types
+
+
+def min_detected_genes(n_genes: int) -> int:
+    """The fewest non-zero reference genes a cell needs to be labelled: `MIN_DETECTED_GENES`, or a tenth of
+    the reference's ``n_genes`` when that is fewer (a cell with no counts is never labelled)."""
+    return max(1, min(MIN_DETECTED_GENES, int(n_genes) // 10))
+
+
+def unassigned_reasons(labels: np.ndarray, detected: np.ndarray, n_genes: int, novelty: np.ndarray | None = None,
+                       novelty_max: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The final labels and each cell's reason for ``Unassigned`` (the module docstring).
+
+    Parameters
+    ----------
+    labels : ndarray of object (str), shape (n,)
+        `assign_labels`' labels (``Unassigned`` there means: at or below p).
+    detected : ndarray of int, shape (n,)
+        Each cell's number of non-zero reference genes.
+    n_genes : int
+        The reference's number of genes (`min_detected_genes`).
+    novelty : ndarray of shape (n,), optional
+        The novelty scores, with ``novelty_max``.
+    novelty_max : float, optional
+        Cells whose novelty score is above it are Unassigned.
+
+    Returns
+    -------
+    labels : ndarray of object (str), shape (n,)
+        A copy, with the cells Unassigned for any reason.
+    reasons : ndarray of object (str), shape (n,)
+        One of `REASONS`; ``""`` where the cell has a type.
+    """
+    labels = np.array(labels, dtype=object, copy=True)
+    detected = np.asarray(detected)
+    reasons = np.full(len(labels), "", dtype=object)
+    reasons[labels == UNASSIGNED] = BELOW_P
+    if novelty_max is not None and novelty is not None:
+        reasons[(np.asarray(novelty) > novelty_max) & (reasons == "")] = NOVEL
+    reasons[detected < min_detected_genes(n_genes)] = TOO_FEW_GENES
+    reasons[detected == 0] = NO_COUNTS
+    labels[reasons != ""] = UNASSIGNED
+    return labels, reasons
 
 
 def assign_labels(proba: np.ndarray, cell_types, p: float, cutoff_on: np.ndarray | None = None) -> np.ndarray:

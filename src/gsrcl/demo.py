@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import OutputError
+from .errors import DiskFullError, OutputError
 
 log = logging.getLogger("gsrcl.demo")
 
@@ -88,15 +88,22 @@ def scores(true, predicted) -> dict[str, float]:
 
 
 def _write_h5ad(adata, path: Path) -> None:
-    from .atomic import temp_file
+    """Write ``path`` atomically; the temporaries of killed runs beside it are removed first, a full disk is
+    `DiskFullError` with nothing left behind."""
+    from .atomic import disk_full_as_error, held_stderr, remove_stale, temp_file
 
-    tmp = temp_file(path.parent, path.name)
-    try:
-        adata.write_h5ad(tmp)
+    tmp = None
+
+    def discard() -> None:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+    with disk_full_as_error(path.parent, cleanup=discard):
+        remove_stale(path.parent)
+        tmp = temp_file(path.parent, path.name)
+        with held_stderr():
+            adata.write_h5ad(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def run_demo(
@@ -160,6 +167,10 @@ def run_demo(
         out.mkdir(parents=True, exist_ok=True)
         (out / MARKER).write_text("written by gsrcl demo: its outputs here are replaced by the next demo run\n")
     except OSError as exc:
+        from .atomic import disk_full_message, is_disk_full
+
+        if is_disk_full(exc):
+            raise DiskFullError(disk_full_message(out)) from None
         raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
     query_path = out / "query.h5ad"
     _write_h5ad(query, query_path)

@@ -17,8 +17,13 @@ Duplicated query names: the first occurrence wins, later ones are never matched.
 unique (docs/methods.md §5 item 6). Missing reference genes are zero-filled by `align`, so report both coverages
 (§5 items 4-5): `GeneMatch.summary()`.
 
-`check_overlap` applies the original tool's overlap rule on top of the match (strictly more than half of the
-query genes must be reference genes); ``gsrcl verify`` and prediction both call it.
+`check_overlap` applies the overlap rule on top of the match: a query is refused only when half or fewer of its
+genes are reference genes **and** half or fewer of the reference genes are in the query. The first half is the
+original tool's rule, made for references that hold whole transcriptomes; ours are often trained on a filtered
+gene list, so a raw query (e.g. Cell Ranger's 32,738 genes) that holds every reference gene matches only a small
+share of its own genes and is still fine: the model gets all of its input. Nothing the original accepts is
+refused, and a wrong species, naming or orientation (few matches both ways) still is. ``gsrcl verify`` and
+prediction both call it; both shares are logged and named in the refusal.
 """
 
 from __future__ import annotations
@@ -41,7 +46,11 @@ __all__ = ["GeneMatch", "match_genes", "check_overlap", "gene_record", "align", 
 log = logging.getLogger("gsrcl.genes")
 
 HOW_KEYS = ("exact", "ensembl_version", "id_symbol", "case_insensitive", "ambiguous_skipped")
-MIN_QUERY_FRACTION = 0.5  # the original's rule: strictly more than half of the query genes must be known
+# Refused when at most this share of the query genes is matched AND at most MIN_REFERENCE_FRACTION of the reference
+# genes are (the module docstring): the first is the original's rule, the second lets a raw query through when it
+# holds the reference's (filtered) gene list.
+MIN_QUERY_FRACTION = 0.5
+MIN_REFERENCE_FRACTION = 0.5
 # Below this share of the reference genes matched, the zero-filled inputs move the encoder's input far from what
 # it was trained on: warn, and say how to train a reference on the query's genes (docs/decisions.md).
 LOW_REFERENCE_FRACTION = 0.8
@@ -294,18 +303,21 @@ def check_overlap(query_var: pd.DataFrame, reference_genes: Sequence[str], refer
     Raises
     ------
     GeneOverlapError
-        When ``MIN_QUERY_FRACTION`` (half) or fewer of the query genes are reference genes.
+        When ``MIN_QUERY_FRACTION`` (half) or fewer of the query genes are reference genes and
+        ``MIN_REFERENCE_FRACTION`` (half) or fewer of the reference genes are in the query (an empty gene list
+        on either side always).
     InvalidReferenceError
         When the reference gene list holds duplicates.
     """
     match = match_genes(query_var, reference_genes)
     log.info(match.summary())
-    if match.n_query == 0 or match.n_query_matched / match.n_query <= MIN_QUERY_FRACTION:
-        pct = 100.0 * match.n_query_matched / max(match.n_query, 1)
+    if match.n_query == 0 or match.n_ref == 0 or (match.query_fraction <= MIN_QUERY_FRACTION
+                                                  and match.ref_fraction <= MIN_REFERENCE_FRACTION):
         hint = id_symbol_hint(query_var, reference_genes)
         raise GeneOverlapError(
-            f"only {match.n_query_matched} of {match.n_query} query genes ({pct:.1f}%) are in reference "
-            f"{reference_name!r}; more than 50% must be: "
+            f"only {match.n_query_matched} of {match.n_query} query genes ({100 * match.query_fraction:.1f}%) are "
+            f"in reference {reference_name!r} and only {match.n_ref_matched} of its {match.n_ref} genes "
+            f"({100 * match.ref_fraction:.1f}%) are in the query; more than 50% of either must be: "
             + (hint + "; " if hint else "")
             + "check the file is cells x genes (else pass -t) or choose another reference"
         )

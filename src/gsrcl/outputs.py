@@ -2,8 +2,12 @@
 
 ``probabilities.csv`` (barcode, one column per reference type, ``Identified as``), ``tsne.svg``, ``legend.txt``
 (label, colour, cells) and ``annotated.h5ad`` (the query with the annotations of `gsrcl.annotation.annotations`;
-its X is written block by block as prediction reads it). Each is written to a temporary file in OUT and renamed
-into place once all are done; on any failure they are removed and OUT is left as it was.
+its X is written block by block as prediction reads it). They are written into one hidden staging folder in OUT
+(``.gsrcl.stage-PID.HOST-*``) and moved into OUT together, holding a lock on OUT (`gsrcl.atomic.StagedFiles`):
+on any failure, a full disk included, the staging folder is removed and OUT is left as it was. Under the lock the
+run checks again that OUT holds no outputs (without ``overwrite``): of two runs into one OUT, the second to finish
+fails with `OutputError` and writes nothing, instead of replacing the first one's files. OUT then holds the four
+files of one run, never a mix; a run killed mid-commit is finished or undone by the next run into OUT.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from .annotation import annotations, merge_obs
-from .atomic import temp_file
+from .atomic import StagedFiles, clear_stale, disk_full_as_error, held_stderr
 from .cutoff import UNASSIGNED, novelty_threshold
 from .errors import MissingPathError, OutputError
 from .neighbours import N_NEIGHBORS
@@ -35,51 +39,6 @@ ANNOTATED = "annotated.h5ad"
 OUTPUTS = (PROBABILITIES, TSNE, LEGEND, ANNOTATED)
 
 __all__ = ["OUTPUTS", "check_outputs", "output_paths", "predict_files", "write_prediction_files"]
-
-
-class _Staging:
-    """Temporary files in OUT, renamed onto their targets together at the end; removed on failure."""
-
-    def __init__(self, out_dir: Path):
-        self.out_dir = out_dir
-        self.tmp: dict[str, Path] = {}
-        self.created_dir = False
-
-    def open(self) -> None:
-        try:
-            if not self.out_dir.exists():
-                self.out_dir.mkdir(parents=True)
-                self.created_dir = True
-            for name in OUTPUTS:
-                self.tmp[name] = temp_file(self.out_dir, name)
-        except OSError as exc:
-            self.discard()
-            raise OutputError(f"cannot write to {self.out_dir}: {exc.strerror or exc}") from None
-
-    def __getitem__(self, name: str) -> Path:
-        return self.tmp[name]
-
-    def commit(self, written: set[str]) -> dict[str, Path]:
-        done = {}
-        for name in OUTPUTS:
-            target = self.out_dir / name
-            if name in written:
-                os.replace(self.tmp.pop(name), target)
-                done[name] = target
-            elif target.exists():  # e.g. a t-SNE from an earlier run, now not drawn: it must not stay
-                target.unlink()
-        self.discard()
-        return done
-
-    def discard(self) -> None:
-        for path in self.tmp.values():
-            path.unlink(missing_ok=True)
-        self.tmp.clear()
-        if self.created_dir:
-            try:
-                self.out_dir.rmdir()  # only if still empty
-            except OSError:
-                pass
 
 
 class _H5adXWriter:
@@ -103,6 +62,10 @@ class _H5adXWriter:
         self.rows = 0
 
     def add(self, start: int, block: sp.csr_matrix) -> None:
+        with held_stderr():
+            self._add(start, block)
+
+    def _add(self, start: int, block: sp.csr_matrix) -> None:
         if start != self.rows:
             raise RuntimeError(f"blocks out of order: expected row {self.rows}, got {start}")
         block = block.tocsr()
@@ -118,6 +81,10 @@ class _H5adXWriter:
         self.nnz, self.rows = hi, self.rows + r
 
     def finish(self, obs: pd.DataFrame, var: pd.DataFrame, obsm: dict, uns: dict) -> None:
+        with held_stderr():
+            self._finish(obs, var, obsm, uns)
+
+    def _finish(self, obs: pd.DataFrame, var: pd.DataFrame, obsm: dict, uns: dict) -> None:
         from anndata.io import write_elem
 
         if self.rows != self.n_obs:
@@ -135,7 +102,8 @@ class _H5adXWriter:
 
     def close(self) -> None:
         try:
-            self.f.close()
+            with held_stderr():
+                self.f.close()
         except Exception:  # noqa: BLE001 - already closed or broken; the temp file is removed anyway
             pass
 
@@ -158,9 +126,23 @@ def _verify_record(path: Path) -> dict | None:
         return None
 
 
+# A text cell starting with one of these opens as a formula in a spreadsheet (CSV injection): OWASP's advice is to
+# prefix it with a single quote, which spreadsheets show as text. Only probabilities.csv gets it; annotated.h5ad
+# and legend.txt keep the names as they are.
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _cell_text(values) -> list[str]:
+    """Names as written to probabilities.csv: one starting with a `FORMULA_START` character gets a leading ``'``."""
+    return ["'" + v if v.startswith(FORMULA_START) else v for v in map(str, values)]
+
+
 def _csv(path: Path, pred: Prediction) -> None:
-    df = pd.DataFrame(pred.proba, index=pd.Index(pred.obs_names, name="barcode"), columns=pred.cell_types)
-    df["Identified as"] = pred.labels
+    """``probabilities.csv``: barcode, one column per reference type, ``Identified as``; barcodes, type names and
+    labels that a spreadsheet would read as a formula are prefixed with ``'`` (`FORMULA_START`)."""
+    df = pd.DataFrame(pred.proba, index=pd.Index(_cell_text(pred.obs_names), name="barcode"),
+                      columns=_cell_text(pred.cell_types))
+    df["Identified as"] = _cell_text(pred.labels)
     df.to_csv(path, float_format="%.9g", chunksize=100_000)
 
 
@@ -269,10 +251,17 @@ def predict_files(
 def write_prediction_files(input_path, reference, out_dir: str | os.PathLike, settings: Settings, *,
                            overwrite: bool = False, plot: bool = True, insert_prob: bool = False,
                            reader_kwargs: dict | None = None) -> dict[str, Any]:
-    """`predict_files` with its settings checked already (the command line checks them as it parses them)."""
+    """`predict_files` with its settings checked already (the command line checks them as it parses them).
+
+    Raises
+    ------
+    DiskFullError
+        When the disk holding ``out_dir`` fills up; nothing is left behind.
+    """
     from .io import open_query
 
     out_dir = Path(out_dir)
+    clear_stale(out_dir)  # a commit a killed run began is finished or undone before OUT is looked at
     check_outputs(out_dir, overwrite)  # before the reference is even read
     input_path = _query_path(input_path, out_dir)
     t0 = time.perf_counter()
@@ -286,10 +275,21 @@ def write_prediction_files(input_path, reference, out_dir: str | os.PathLike, se
         log.info("verified file for reference %r: %s", verify_record.get("reference", "?"), describe(verify_record))
     prepared = prepare(source, ref, settings.log, verify_record)  # the checks that need no prediction: no file yet
 
-    staging = _Staging(out_dir)
-    staging.open()
+    def still_free() -> None:  # under OUT's lock: another run may have written there since `check_outputs`
+        if not overwrite and any(os.path.lexists(p) for p in output_paths(out_dir).values()):
+            raise OutputError(f"another run wrote its outputs to {out_dir} while this one ran, so this run's were "
+                              "not written: choose another -o, or pass --overwrite to replace them")
+
+    staging = StagedFiles(out_dir, OUTPUTS)
     writer = None
-    try:
+
+    def discard() -> None:  # the files first: closing a writer that failed on a full disk may fail again
+        staging.discard()
+        if writer is not None:
+            writer.close()
+
+    with disk_full_as_error(out_dir, cleanup=discard):
+        staging.open()
         writer = _H5adXWriter(staging[ANNOTATED], int(source.n_obs), len(source.var))
         pred = predict(source, ref, prepared, settings, novelty_max=novelty_max, embed=plot, on_block=writer.add)
         t_pred = time.perf_counter() - t0
@@ -315,12 +315,7 @@ def write_prediction_files(input_path, reference, out_dir: str | os.PathLike, se
             plot_tsne(coords, pred.labels[pred.sample], colours, staging[TSNE], note=tsne.get("note"),
                       title=tsne_title(ref.method, ref.name, settings.p, len(pred.proba), len(pred.sample)))
             written.add(TSNE)
-        paths = staging.commit(written)
-    except BaseException:
-        if writer is not None:
-            writer.close()
-        staging.discard()
-        raise
+        paths = staging.commit(written, check=still_free)
     counts = pd.Series(pred.labels).value_counts()
     return {
         "paths": paths,

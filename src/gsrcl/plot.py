@@ -16,7 +16,8 @@ Colours: one per reference cell type in the reference's order, taken from matplo
 colour difference) from ``Unassigned``'s neutral light grey, so that no type can be mistaken for it: 39 colours,
 and for more types an evenly spaced hue wheel with alternating lightness. ``legend.txt`` lists
 ``label<TAB>colour<TAB>number of cells`` for every reference type and then ``Unassigned``, with the colours used in
-the picture.
+the picture; a backslash, tab, line feed or carriage return in a label is written as ``\\\\``, ``\\t``, ``\\n`` or
+``\\r`` (training refuses such labels, but an older reference may hold them), so each line has three fields.
 """
 
 from __future__ import annotations
@@ -274,9 +275,18 @@ def _plot_tsne(coords, labels, colours, path, *, note, title) -> None:
 
 def legend_text(cell_types: Iterable[str], colours: dict[str, str], labels: Sequence[str]) -> str:
     """The text of ``legend.txt``: ``label<TAB>colour<TAB>cells`` per reference type (in order), then
-    ``Unassigned``; ``cells`` counts ``labels`` (all cells, not only those drawn)."""
+    ``Unassigned``; ``cells`` counts ``labels`` (all cells, not only those drawn); labels escaped as the module
+    docstring says."""
     labels = np.asarray(labels, dtype=object)
     values, counts = np.unique(labels.astype(str), return_counts=True) if len(labels) else ([], [])
     count = dict(zip(values, counts))
     rows = [*map(str, cell_types), UNASSIGNED]
-    return "".join(f"{lab}\t{colours[lab]}\t{int(count.get(lab, 0))}\n" for lab in rows)
+    return "".join(f"{_escape(lab)}\t{colours[lab]}\t{int(count.get(lab, 0))}\n" for lab in rows)
+
+
+_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def _escape(label: str) -> str:
+    """A label as one field of ``legend.txt``: backslash, tab, line feed and carriage return escaped."""
+    return label.translate(_ESCAPES)

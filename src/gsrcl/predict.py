@@ -4,7 +4,8 @@ The path, one way: `prepare` matches the query's genes to the reference (`gsrcl.
 rule) and tells its value kind from its first rows (``log``); `predict` then reads the query once, in blocks of
 rows: each block is aligned to the reference genes and made into model input (`model_input`, the one place that
 builds it), scored by the method and by the novelty model, and the encoder embedding of a seeded random subset of
-cells is kept for the t-SNE, from the same encoder pass. The label rule (`gsrcl.cutoff`) runs on the scores; the
+cells is kept for the t-SNE, from the same encoder pass. The label rule (`gsrcl.cutoff`) runs on the scores and on
+each cell's number of non-zero reference genes (a cell with none, or too few, is Unassigned, with its reason); the
 query's neighbourhoods (`gsrcl.neighbours`) take their genes' variances from the same pass and read the query
 twice more. Only the n x K scores and the subset's embedding are kept, so memory does not grow with genes x cells.
 
@@ -26,7 +27,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .cutoff import UNASSIGNED, assign_labels, check_p, check_percentile, normalise_rows
+from .cutoff import (BELOW_P, NO_COUNTS, NOVEL, TOO_FEW_GENES, assign_labels, check_cell_types,
+                     check_p, check_percentile, min_detected_genes, normalise_rows, unassigned_reasons)
 from .errors import InvalidReferenceError, ValuesError
 from .genes import GeneMatch, align, check_overlap, gene_record, match_genes
 from .neighbours import N_NEIGHBORS, GeneMoments, QueryNeighbours, check_neighbours, fit_rows, min_cells
@@ -186,10 +188,12 @@ def choose_kind(first_block: sp.csr_matrix, log_mode: str, ref) -> tuple[ValueRe
     Raises
     ------
     ValuesError
-        When the values are scaled (negative), or unusable.
+        When the values are scaled (negative: whatever ``log_mode`` says), or unusable.
     """
     report = detect_values(first_block)
     detected = report.kind
+    if detected == "scaled":
+        refuse_negative(first_block)  # the one rule verify applies too: before any --log override
     if log_mode == "auto":
         spec = report
     else:
@@ -201,8 +205,6 @@ def choose_kind(first_block: sp.csr_matrix, log_mode: str, ref) -> tuple[ValueRe
             log.warning("warning: --log %s treats the values as %s, but they look otherwise: %s",
                         log_mode, "raw counts (log1p applied)" if kind == "counts" else "natural log(1+x) (used as is)",
                         report.message)
-    if spec.kind == "scaled":
-        to_model_input(first_block[:0], spec)  # raises the ValuesError with its advice
     (log.warning if report.warn else log.info)("values: %s", report.message)  # after the refusal: one line
     expected = _reference_kind(ref)
     if expected and detected != expected and {detected, expected} != {"counts", "normalized"}:
@@ -214,6 +216,25 @@ def choose_kind(first_block: sp.csr_matrix, log_mode: str, ref) -> tuple[ValueRe
               "log_base": float(spec.log_base) if spec.log_base else 0.0, "message": report.message,
               "reference_trained_on": expected or "unknown"}
     return spec, record
+
+
+def refuse_negative(X) -> None:
+    """Refuse values with any negative entry (scaled or centred, e.g. z-scores), as ``to_model_input`` refuses
+    ``scaled`` values: the one value rule of ``gsrcl verify`` and prediction (the same error, the same exit code).
+
+    Parameters
+    ----------
+    X : sparse matrix or ndarray
+        Cells x genes, as read.
+
+    Raises
+    ------
+    ValuesError
+        When an entry is negative.
+    """
+    data = X.data if sp.issparse(X) else np.asarray(X)
+    if data.size and data.min() < 0:
+        to_model_input(sp.csr_matrix((0, X.shape[1]), dtype=np.float32), "scaled")  # raises, with its advice
 
 
 def _match(source, ref, verify_record: dict | None) -> tuple[GeneMatch, dict[str, Any]]:
@@ -251,12 +272,15 @@ def prepare(source, ref, log_mode: str = "auto", verify_record: dict | None = No
     Raises
     ------
     GeneOverlapError
-        When half or fewer of the query genes are reference genes.
+        When half or fewer of the query genes are reference genes and half or fewer of the reference genes are
+        in the query.
     InvalidReferenceError
-        When a verified file was made for another reference.
+        When a verified file was made for another reference, or the reference's cell types cannot be labels (one
+        named ``Unassigned``, or one listed twice: `gsrcl.cutoff.check_cell_types`).
     ValuesError
         When the values are unusable.
     """
+    check_cell_types(ref.cell_types, ref.name)  # before the query is read: prediction never fails late on a label
     match, genes = _match(source, ref, verify_record)
     first = next((b for _, b in source.iter_blocks(max(1, min(VALUE_SAMPLE_CELLS, source.n_obs)))),
                  sp.csr_matrix((0, source.n_vars), dtype=np.float32))
@@ -311,6 +335,8 @@ class Prediction:
         The novelty score (`gsrcl.novelty`); None when the reference has none.
     neighbours : QueryNeighbours or None
         None when off, or the query is too small.
+    reasons : ndarray of object (str), shape (n,) or None
+        Why each Unassigned cell is (one of ``gsrcl.cutoff.REASONS``), ``""`` for an assigned one.
     """
 
     obs_names: pd.Index
@@ -324,6 +350,7 @@ class Prediction:
     info: dict[str, Any] = field(default_factory=dict)
     novelty: np.ndarray | None = None
     neighbours: Any = None
+    reasons: np.ndarray | None = None
 
     @property
     def conf(self) -> np.ndarray:
@@ -385,7 +412,8 @@ def predict(source, ref, prepared: Prepared, settings: Settings, *, novelty_max:
     Raises
     ------
     ValuesError
-        When the reader gives another number of cells than the file declares.
+        When the reader gives another number of cells than the file declares, or a block holds a negative value
+        (`refuse_negative`; the first rows were checked by `prepare`).
     """
     model, novelty = ref.model, ref.novelty
     types = list(map(str, ref.cell_types))
@@ -403,14 +431,18 @@ def predict(source, ref, prepared: Prepared, settings: Settings, *, novelty_max:
     proba = np.empty((n, len(types)), dtype=np.float64)
     scores = np.empty((n, len(types)), dtype=np.float64) if gsrcl else None
     novel = np.empty(n, dtype=np.float64) if novelty is not None else None
+    detected = np.zeros(n, dtype=np.int64)  # non-zero reference genes per cell
     pieces: list[np.ndarray] = []
     done = 0
     with _progress(settings.quiet)("predict", n) as bar:
         for start, block in source.iter_blocks(settings.block_size):
             stop = start + block.shape[0]
+            refuse_negative(block)
             if on_block is not None:
                 on_block(start, block)
             X = model_input(block, prepared, ref)
+            detected[start:stop] = np.bincount(np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)),
+                                               weights=X.data != 0, minlength=X.shape[0]).astype(np.int64)
             rows = rows_in(sample, start, stop)
             if len(rows):
                 s, emb = model.predict_scores_and_embed(X, rows)
@@ -432,8 +464,8 @@ def predict(source, ref, prepared: Prepared, settings: Settings, *, novelty_max:
         raise ValuesError(f"the reader gave {done} cells but the file declares {n}: the file may be truncated")
 
     labels = assign_labels(proba, types, settings.p, cutoff_on=scores if (gsrcl and settings.raw_cutoff) else None)
-    if novelty_max is not None:
-        labels[novel > novelty_max] = UNASSIGNED
+    labels, reasons = unassigned_reasons(labels, detected, len(ref.genes), novel, novelty_max)
+    unassigned = _log_unassigned(reasons, len(ref.genes), settings.p)
     embedding = np.concatenate(pieces) if pieces else np.empty((0, 0), dtype=np.float32)
     graph, graph_record = _neighbourhoods(source, kind, settings, moments, novelty is not None)
     info = {
@@ -445,16 +477,40 @@ def predict(source, ref, prepared: Prepared, settings: Settings, *, novelty_max:
             "applied_to": ("max un-normalised per-type probability (max_raw_score)" if settings.raw_cutoff and gsrcl
                            else "max reported probability (conf_score)"),
             "rule": "Unassigned when that probability <= p"
-                    + ("" if novelty_max is None else ", or when novelty_score > novelty_max"),
+                    + ("" if novelty_max is None else ", or when novelty_score > novelty_max")
+                    + f", or when fewer than {min_detected_genes(len(ref.genes))} reference genes are non-zero "
+                      "(obs['unassigned_reason'] says which)",
             "novelty_percentile": None if novelty_max is None else float(settings.novelty_cutoff),
             "novelty_max": novelty_max,
         },
         "block_size": settings.block_size,
         "seed": settings.seed,
         "neighbours": graph_record,
+        "unassigned": unassigned,
     }
     return Prediction(pd.Index(source.obs_names.astype(str)), types, ref.method, proba, scores, labels, sample,
-                      embedding, info, novel, graph)
+                      embedding, info, novel, graph, reasons)
+
+
+_REASON_KEYS = {NO_COUNTS: "no_counts", TOO_FEW_GENES: "too_few_genes", BELOW_P: "below_p", NOVEL: "novelty"}
+
+
+def _log_unassigned(reasons: np.ndarray, n_genes: int, p: float) -> dict[str, int]:
+    """Log how many cells are Unassigned and why (a warning when some had no or too few reference genes);
+    the counts by reason, for ``uns['gsrcl']['unassigned']``."""
+    counts = {key: int(np.count_nonzero(reasons == reason)) for reason, key in _REASON_KEYS.items()}
+    record = {**counts, "min_reference_genes": min_detected_genes(n_genes)}
+    total = sum(counts.values())
+    if not total:
+        return record
+    parts = [f"{counts['no_counts']} with no counts in the reference genes",
+             f"{counts['too_few_genes']} with fewer than {record['min_reference_genes']} reference genes detected",
+             f"{counts['below_p']} at or below p={p:g}", f"{counts['novelty']} above the novelty cut-off"]
+    data = counts["no_counts"] + counts["too_few_genes"]
+    (log.warning if data else log.info)(
+        "%s%d of %d cells are Unassigned: %s (obs['unassigned_reason'])", "warning: " if data else "", total,
+        len(reasons), ", ".join(x for x in parts if not x.startswith("0 ")))
+    return record
 
 
 def _neighbourhoods(source, kind: ValueReport, settings: Settings, moments: GeneMoments | None,

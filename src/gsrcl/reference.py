@@ -6,14 +6,19 @@ A reference is a directory ``REFDIR/NAME/`` holding exactly two files:
   ``ensemble``, ``pool``, ``member_seeds``; references made before this version also list runtime settings
   there, which loading ignores), the genes in model order, the cell types, the model input (``values``: how
   values are expected and transformed, `gsrcl.model_input.ModelInput`), a training-data summary, validation
-  scores, versions and date, the name/shape/dtype of every array and the SHA-256 of ``arrays.npz``;
+  scores, versions and date, the name/shape/dtype of every array, the SHA-256 of ``arrays.npz``, and
+  ``manifest_sha256``: the SHA-256 of the model-defining fields of the manifest (`CHECKED_FIELDS`, which include
+  the arrays' checksum), so that a changed gene order, cell-type order or model input is refused;
 - ``arrays.npz``: every weight as a plain numpy array, read back with ``allow_pickle=False`` (the novelty
   score's arrays under ``novelty.``; a reference without them loads, and predicts without a novelty score;
   the gene scale under ``input.scale``, absent from references made before it or with ``scale_genes=False``).
 
 Nothing read back from disk can execute code: no pickle, no joblib, no ``torch.load``. Loading checks the
-format version, that no other file is present, the checksum, and each array's shape and dtype against the
-manifest, before the method rebuilds its model from the arrays.
+format version, the manifest's checksum and the type of every field it reads (`read_manifest`), that no other
+file is present, the arrays' checksum, and each array's shape and dtype against the manifest, before the method
+rebuilds its model from the arrays. References saved before ``manifest_sha256`` existed load without it: their
+manifest is cross-checked against the model config and the arrays instead (numbers of genes and cell types,
+the cell types' order, the model input), which cannot catch a reordered gene list.
 """
 
 from __future__ import annotations
@@ -30,29 +35,85 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .atomic import temp_dir
+from .atomic import disk_full_as_error, is_disk_full, locked, recover_dirs, replace_dir, temp_dir
 from .versions import versions
 from .errors import InvalidReferenceError, OutputError
 
-FORMAT = "gsrcl-reference"
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-ARRAYS = "arrays.npz"
-NOVELTY_PREFIX = "novelty."  # the arrays of the novelty score (`gsrcl.novelty`), beside the method's own
+from .manifest import (  # noqa: F401  (re-exported: the format's names belong with the reference too)
+    ARRAYS, CHECKED_FIELDS, CHECKSUM, FORMAT, FORMAT_VERSION, MANIFEST, NOVELTY_PREFIX, VALUE_KINDS,
+    check_consistent, manifest_checksum, read_manifest,
+)
 
 
 def resolve(refdir: str | os.PathLike, name: str) -> Path:
-    """The directory of reference ``name`` under ``refdir``; a name that would leave ``refdir`` is refused."""
-    if not name or name in {".", ".."} or "/" in name or "\\" in name or os.path.isabs(name) or name.startswith("."):
+    """The directory of reference ``name`` under ``refdir``; a name that would leave ``refdir`` is refused.
+
+    A reference is read only from directly inside ``refdir``: a symbolic link ``refdir/name`` is followed only
+    to another entry of ``refdir`` itself. `list_references` applies the same rule, so a reference it lists as
+    usable is one that ``predict`` loads.
+
+    Raises
+    ------
+    InvalidReferenceError
+        For a name that is not plain ('/', '..', a leading '.'), or that is a link leading out of ``refdir``.
+    """
+    if not isinstance(name, str) or not name or name in {".", ".."} or "/" in name or "\\" in name \
+            or os.path.isabs(name) or name.startswith("."):
         raise InvalidReferenceError(
             f"reference name {name!r} is not allowed: use a plain name such as 'pbmc' (no '/', '..' or leading '.')"
         )
     root = Path(refdir).resolve()
     path = (root / name).resolve()
     if path.parent != root:
+        if (root / name).is_symlink():
+            raise InvalidReferenceError(
+                f"reference {name!r} in {refdir} is a link to {path}, outside {refdir}: references are read only "
+                f"from inside their folder; move or copy the reference into {refdir}"
+            )
         raise InvalidReferenceError(f"reference name {name!r} would leave {refdir}: use a plain name")
     return path
+
+
+def check_target(refdir: str | os.PathLike, name: str, *, overwrite: bool = False) -> Path:
+    """Where `Reference.save` would write reference ``name`` under ``refdir``, checked before any work is done
+    (``gsrcl train`` calls it before reading its input): a plain name (`resolve`), free unless ``overwrite``, and
+    a folder that can be written (``refdir`` itself, or where it would be created when it does not exist).
+
+    Writing is tried with an anonymous temporary file, which leaves nothing behind, so a read-only file system,
+    missing permissions or a path through a file are found as they are, whoever runs it.
+
+    Returns
+    -------
+    pathlib.Path
+        The reference's directory (as `resolve` gives it).
+
+    Raises
+    ------
+    InvalidReferenceError
+        For a name that is not allowed.
+    OutputError
+        For a reference ``name`` that exists without ``overwrite``, or a ``refdir`` that is not a folder or
+        cannot be written.
+    """
+    import tempfile
+
+    target = resolve(refdir, name)
+    if (target.exists() or (Path(refdir) / name).is_symlink()) and not overwrite:
+        raise OutputError(f"reference {name!r} already exists in {refdir}: choose another name or pass --overwrite")
+    existing = target.parent
+    while not existing.exists() and existing != existing.parent:  # save creates the missing folders
+        existing = existing.parent
+    if not existing.is_dir():
+        raise OutputError(f"cannot write to {refdir}: {existing} is not a folder; choose another -mp folder")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as exc:
+        raise OutputError(
+            f"cannot write to {refdir}: {exc.strerror or exc} ({existing}): choose another -mp folder or make it "
+            "writable"
+        ) from None
+    return target
 
 
 def _sha256(path: Path) -> str:
@@ -201,7 +262,7 @@ class Reference:
             "versions": versions("numpy", "torch", "scikit-learn"),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
-        _check_consistent(manifest)
+        check_consistent(manifest)
         ref = cls(manifest=manifest, arrays=arrays)
         ref._model = model
         ref._novelty = novelty
@@ -209,37 +270,65 @@ class Reference:
 
     # --- disk ------------------------------------------------------------------------------------------------
     def save(self, refdir: str | os.PathLike, name: str | None = None, *, overwrite: bool = False) -> Path:
-        """Write ``refdir/name`` atomically: a temporary directory beside it, then a rename."""
+        """Write ``refdir/name`` atomically: a complete temporary folder beside it, then put in place.
+
+        The temporary is ``.NAME.tmp-PID.HOST-*``; with ``overwrite`` the old reference is swapped out in one
+        step where the system can, else moved aside as ``.NAME.old-PID.HOST-*`` just before the new one moves in
+        (`gsrcl.atomic.replace_dir`). ``REFDIR/NAME`` always holds one complete reference: a failure at any step
+        puts the old one back, and what a killed run left is cleared (an old reference whose name is missing
+        put back) by the next save, load or listing (`gsrcl.atomic.recover_dirs`). The existence check is made
+        again, holding a lock on ``refdir``, just before the new reference moves in.
+
+        Raises
+        ------
+        OutputError
+            When ``name`` exists and not ``overwrite``, or ``refdir`` cannot be written.
+        DiskFullError
+            When the disk fills up; nothing is left behind.
+        """
         name = name or self.name
         target = resolve(refdir, name)
         if target.exists() and not overwrite:
             raise OutputError(f"reference {name!r} already exists in {refdir}: choose another name or pass --overwrite")
         root = target.parent
-        try:
-            root.mkdir(parents=True, exist_ok=True)
-            tmp = temp_dir(root, name)
-        except OSError as exc:
-            raise OutputError(f"cannot write to {refdir}: {exc.strerror or exc}") from None
-        old = None
-        try:
+        tmp = None
+        made = not root.exists()
+
+        def discard() -> None:
+            if tmp is not None:
+                shutil.rmtree(tmp, ignore_errors=True)
+            if made:
+                try:
+                    root.rmdir()  # only if empty
+                except OSError:
+                    pass
+
+        with disk_full_as_error(refdir, cleanup=discard):
+            try:
+                root.mkdir(parents=True, exist_ok=True)
+                recover_dirs(root)
+                tmp = temp_dir(root, name)
+            except OSError as exc:
+                if is_disk_full(exc):
+                    raise
+                raise OutputError(f"cannot write to {refdir}: {exc.strerror or exc}") from None
             manifest = dict(self.manifest, name=name)
             np.savez(tmp / ARRAYS, **self.arrays)
+            with open(tmp / ARRAYS, "rb+") as fh:  # on disk before the reference is put in place
+                os.fsync(fh.fileno())
             manifest["files"] = {ARRAYS: {"sha256": _sha256(tmp / ARRAYS), "bytes": (tmp / ARRAYS).stat().st_size}}
+            manifest[CHECKSUM] = manifest_checksum(manifest)  # last: it covers "files"
             with open(tmp / MANIFEST, "w") as fh:
                 json.dump(manifest, fh, indent=1)
                 fh.write("\n")
-            if target.exists():
-                old = temp_dir(root, name, "old")
-                os.rename(target, old / "ref")
-            os.rename(tmp, target)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            if old is not None and (old / "ref").exists() and not target.exists():
-                os.rename(old / "ref", target)
-            raise
-        finally:
-            if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+                fh.flush()
+                os.fsync(fh.fileno())
+            with locked(root):
+                if os.path.lexists(target) and not overwrite:
+                    raise OutputError(f"reference {name!r} was saved in {refdir} by another run meanwhile: choose "
+                                      "another name or pass --overwrite")
+                replace_dir(tmp, target, name)
+            tmp = None
         self.manifest = manifest
         self.path = target
         return target
@@ -247,6 +336,8 @@ class Reference:
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Reference":
         path = Path(path)
+        if not os.path.lexists(path):  # a run killed while replacing it may have left it aside
+            recover_dirs(path.parent)
         manifest = read_manifest(path)
         unexpected = sorted(p.name for p in path.iterdir() if p.name not in {MANIFEST, ARRAYS})
         if unexpected:
@@ -285,66 +376,40 @@ class Reference:
             ref.novelty
         except InvalidReferenceError:
             raise
-        except (KeyError, ValueError, TypeError, RuntimeError) as exc:
+        except (KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:
             raise InvalidReferenceError(f"reference {path}: the model cannot be rebuilt from its arrays ({exc})") from None
+        if [str(t) for t in ref.model.cell_types] != ref.cell_types:  # the columns of its scores
+            raise InvalidReferenceError(
+                f"reference {path}: the model's cell types differ from the manifest's cell_types (changed or "
+                "damaged): rebuild it with 'gsrcl train'"
+            )
         return ref
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a reference's manifest, without touching its arrays."""
-    path = Path(path)
-    if not path.is_dir():
-        raise InvalidReferenceError(f"reference {path} does not exist: list those available with 'gsrcl references -mp DIR'")
-    mpath = path / MANIFEST
-    if not mpath.is_file():
-        raise InvalidReferenceError(f"{path} is not a gsrcl reference (no {MANIFEST}): build one with 'gsrcl train'")
-    try:
-        manifest = json.loads(mpath.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InvalidReferenceError(f"reference {path}: {MANIFEST} is not valid JSON ({exc})") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise InvalidReferenceError(f"{path} is not a gsrcl reference ({MANIFEST} lacks format '{FORMAT}')")
-    version = manifest.get("format_version")
-    if not isinstance(version, int) or version < 1:
-        raise InvalidReferenceError(f"reference {path}: format_version {version!r} is not valid")
-    if version > FORMAT_VERSION:
-        raise InvalidReferenceError(
-            f"reference {path} uses format version {version}, made by a newer gsrcl; this gsrcl {__version__} "
-            f"reads version {FORMAT_VERSION} or older: upgrade gsrcl"
-        )
-    try:
-        _check_consistent(manifest)
-    except (KeyError, TypeError) as exc:
-        raise InvalidReferenceError(f"reference {path}: {MANIFEST} lacks or mistypes {exc}") from None
-    return manifest
-
-
-def _check_consistent(manifest: dict[str, Any]) -> None:
-    from .methods import METHODS
-
-    if manifest["method"] not in METHODS:
-        raise InvalidReferenceError(f"unknown method {manifest['method']!r} (known: {', '.join(METHODS)})")
-    genes, types = manifest["genes"], manifest["cell_types"]
-    if not isinstance(genes, list) or not genes or len(set(genes)) != len(genes):
-        raise InvalidReferenceError("the reference's gene list is empty or has duplicates")
-    if not isinstance(types, list) or len(types) < 2 or len(set(types)) != len(types):
-        raise InvalidReferenceError("the reference needs at least two distinct cell types")
-    for key in ("values", "model", "arrays"):
-        if not isinstance(manifest[key], dict):
-            raise TypeError(key)
-
-
 def list_references(refdir: str | os.PathLike) -> list[dict[str, Any]]:
-    """A summary of each reference directly under ``refdir`` (manifests only; arrays are not read)."""
+    """A summary of each reference directly under ``refdir`` (manifests only; arrays are not read).
+
+    Each folder (or link to one) not starting with '.' gives a row: the reference's name, method, preset,
+    number of genes, cell types, creation date and gsrcl version, or ``error``, why it is not usable. A link is
+    judged by `resolve`, as ``predict`` judges it: one leading out of ``refdir`` is listed as not usable.
+    """
     root = Path(refdir)
     if not root.is_dir():
         raise InvalidReferenceError(f"reference folder {refdir} does not exist")
+    recover_dirs(root)  # what killed runs left: an old reference put back, temporaries removed
     rows = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    entries = (p for p in root.iterdir()
+               if not p.name.startswith(".") and (p.is_dir() or (p.is_symlink() and not p.exists())))
+    for sub in sorted(entries):
         try:
-            m = read_manifest(sub)
+            if sub.is_symlink() and not sub.exists():
+                raise InvalidReferenceError(f"a link to {os.readlink(sub)}, which does not exist")
+            m = read_manifest(resolve(root, sub.name))
         except InvalidReferenceError as exc:
             rows.append({"name": sub.name, "error": exc.message})
+            continue
+        except OSError as exc:
+            rows.append({"name": sub.name, "error": f"cannot be read ({exc.strerror or exc})"})
             continue
         rows.append(
             {
@@ -354,7 +419,7 @@ def list_references(refdir: str | os.PathLike) -> list[dict[str, Any]]:
                 "n_genes": len(m["genes"]),
                 "cell_types": m["cell_types"],
                 "created": m.get("created", ""),
-                "gsrcl_version": m.get("versions", {}).get("gsrcl", ""),
+                "gsrcl_version": str((m.get("versions") or {}).get("gsrcl", "")),
             }
         )
     return rows

@@ -2,7 +2,8 @@
 
 Both read the manifest only, never the arrays, so ``gsrcl references`` and ``gsrcl references show`` are quick
 and import no model code. Every section is optional: a manifest that lacks one (an older reference) is
-described without it.
+described without it. The sections that only describe the reference (training, validation) are not covered by
+the manifest's checksum, so what they hold is shown as it is, never trusted to have a type.
 """
 
 from __future__ import annotations
@@ -48,18 +49,18 @@ def describe(manifest: dict[str, Any], *, all_genes: bool = False) -> str:
         Several lines, without a trailing newline.
     """
     lines = [_heading(manifest)]
-    lines += _training(manifest.get("training") or {})
+    lines += _training(_dict(manifest.get("training")))
     lines += _validation(manifest)
     lines += _cell_types(manifest)
     lines += _genes(manifest, all_genes)
-    lines += _values(manifest.get("values") or {})
-    lines += _novelty(manifest.get("novelty"))
+    lines += _values(_dict(manifest.get("values")))
+    lines += _novelty(_dict(manifest.get("novelty")))
     return "\n".join(lines)
 
 
 # --- sections ---------------------------------------------------------------------------------------------
 def _heading(m: dict[str, Any]) -> str:
-    versions = dict(m.get("versions") or {})
+    versions = dict(_dict(m.get("versions")))
     made_by = f"gsrcl {versions.pop('gsrcl')}" if "gsrcl" in versions else "gsrcl"
     others = ", ".join(f"{k} {v}" for k, v in versions.items())
     return (f"{m.get('name', '')}: {m.get('method', '')} ({m.get('preset', '')} preset), created "
@@ -77,14 +78,14 @@ def _training(t: dict[str, Any]) -> list[str]:
     if "seed" in t:
         parts.append(f"seed {t['seed']}")
     lines = ["; ".join(parts)]
-    dropped = t.get("dropped_classes") or {}
+    dropped = _dict(t.get("dropped_classes"))
     if dropped:
         lines.append("  left out (too few cells): " + ", ".join(f"{k} ({v})" for k, v in dropped.items()))
     return lines
 
 
 def _validation(m: dict[str, Any]) -> list[str]:
-    v = m.get("validation") or {}
+    v = _dict(m.get("validation"))
     if not v:
         return []
     metric = str(v.get("metric", "score")).upper()
@@ -94,12 +95,12 @@ def _validation(m: dict[str, Any]) -> list[str]:
     if "selection" in v:
         line += f" (selection: {v['selection']})"
     lines = [line]
-    members = v.get("members") or []
+    members = v.get("members") if isinstance(v.get("members"), list) else []
     if len(members) > 1:
         lines.append(f"  ensemble of {len(members)} models, each on its own split: {metric} "
-                     + ", ".join(_score(r.get("score")) for r in members) + "; the table shows the first")
-    history = ((m.get("training") or {}).get("history") or {}).get("validation") or []
-    checkpoints = [h for h in history if isinstance(h, list) and len(h) >= 2]
+                     + ", ".join(_score(_dict(r).get("score")) for r in members) + "; the table shows the first")
+    history = _dict(_dict(m.get("training")).get("history")).get("validation")
+    checkpoints = [h for h in (history if isinstance(history, list) else []) if isinstance(h, list) and len(h) >= 2]
     if checkpoints:
         per_type = any(isinstance(h[1], dict) for h in checkpoints)  # [epoch, {type: score}, mean]
         what = f"mean {metric} over the types" if per_type else metric
@@ -121,11 +122,11 @@ def _checkpoint(h: list) -> str:
 
 def _cell_types(m: dict[str, Any]) -> list[str]:
     types = list(m.get("cell_types") or [])
-    t = m.get("training") or {}
-    train = t.get("cells_per_type") or {}
-    val = t.get("validation_cells_per_type") or {}
-    validation = m.get("validation") or {}
-    tasks = validation.get("tasks") or {}
+    t = _dict(m.get("training"))
+    train = _dict(t.get("cells_per_type"))
+    val = _dict(t.get("validation_cells_per_type"))
+    validation = _dict(m.get("validation"))
+    tasks = _dict(validation.get("tasks"))
     metric = str(validation.get("metric", "score")).upper()
     cols = ["cell type", "training", "validation"]
     if tasks:
@@ -133,9 +134,10 @@ def _cell_types(m: dict[str, Any]) -> list[str]:
     rows = []
     for name in types:
         total, held = train.get(name), val.get(name, 0)
-        row = [name, _n(total - held) if isinstance(total, int) else "", _n(held) if total is not None else ""]
+        counted = isinstance(total, int) and isinstance(held, int)
+        row = [name, _n(total - held) if counted else "", _n(held) if total is not None else ""]
         if tasks:
-            task = tasks.get(name) or {}
+            task = _dict(tasks.get(name))
             row += [_score(task.get("score")), str(task.get("input", "")), str(task.get("epoch", ""))]
         rows.append(row)
     widths = [max(len(str(r[i])) for r in [cols, *rows]) for i in range(len(cols))]
@@ -156,7 +158,7 @@ def _genes(m: dict[str, Any], all_genes: bool) -> list[str]:
     shown = genes if all_genes or len(genes) <= GENES_SHOWN else genes[:GENES_SHOWN]
     more = "" if len(shown) == len(genes) else f", ... ({len(genes) - len(shown)} more)"
     lines = [f"genes ({len(genes)}, in model order): " + ", ".join(shown) + more]
-    selection = (m.get("training") or {}).get("gene_selection")
+    selection = _dict(m.get("training")).get("gene_selection")
     if isinstance(selection, dict):
         lines.append(f"  chosen by {selection.get('method', '?')}: {_n(selection.get('n'))} "
                      f"of {_n(selection.get('of'))}")
@@ -189,6 +191,11 @@ def _novelty(n: dict[str, Any] | None) -> list[str]:
 
 
 # --- numbers --------------------------------------------------------------------------------------------
+def _dict(value) -> dict:
+    """``value`` when it is a dict, else an empty one (a manifest section of another type is left out)."""
+    return value if isinstance(value, dict) else {}
+
+
 def _n(value) -> str:
     if isinstance(value, float) and value.is_integer():
         value = int(value)

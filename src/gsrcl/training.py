@@ -34,6 +34,7 @@ from .reference import Reference
 log = logging.getLogger("gsrcl.training")
 
 PROVENANCE_KEYS = ("input", "labels", "genes_from")
+MIN_GENES = 2  # the fewest genes a reference is trained on (the novelty score's PCA needs two)
 
 
 def train(
@@ -77,7 +78,7 @@ def train(
         The pipeline settings (`gsrcl.methods.presets.Preset`); None: the preset's. ``library_size`` 0: no
         per-cell scaling.
     top_genes : int, optional
-        Keep the ``top_genes`` most variable genes only.
+        Keep the ``top_genes`` most variable genes only (at least `MIN_GENES`).
     genes_from : AnnData, pandas.DataFrame or list of str, optional
         A query (or its ``var``, or its gene names): train on the genes it shares with ``adata`` only, so the
         encoder never learns from genes that query lacks (applied before ``top_genes``).
@@ -113,6 +114,9 @@ def train(
         raise GsrclError(f"unknown provenance key(s) {', '.join(unknown)}; known: {', '.join(PROVENANCE_KEYS)}")
     make, p, seeds, pool, library_size = _settings(method, preset, seed, ensemble, pool, library_size, device,
                                                    threads, quiet, params)
+    if top_genes is not None and (isinstance(top_genes, bool) or not isinstance(top_genes, (int, np.integer))
+                                  or top_genes < MIN_GENES):
+        raise GsrclError(f"top_genes must be a whole number of genes, at least {MIN_GENES}, not {top_genes!r}")
     model = make(seed)
     validation_size = p["validation_size"]
 
@@ -125,6 +129,8 @@ def train(
             "(e.g. anndata's var_names_make_unique) before training"
         )
     X = _matrix(adata)
+    if X.shape[1] < MIN_GENES:
+        raise ValuesError(f"the data has {X.shape[1]} gene(s): a reference needs at least {MIN_GENES}")
     model_input = ModelInput.fit(X, library_size)
     Xm = model_input.log1p(X)
 
@@ -190,7 +196,8 @@ def train(
         "seed": int(seed),
         "member_seeds": seeds,
         "device": str(device),
-        "torch_threads": int(torch.get_num_threads()),
+        # the threads the fit ran with (torch's setting is restored after it): results depend on them
+        "torch_threads": int(threads) if threads else int(torch.get_num_threads()),
         "seconds_fit": round(fit_seconds, 2),
         "seconds_novelty": round(novelty_seconds, 2),
         "seconds": round(time.perf_counter() - t0, 2),
@@ -299,10 +306,11 @@ def _shared_genes(Xm: sp.csr_matrix, genes: pd.Index, query):
         var = pd.DataFrame(index=pd.Index([str(g) for g in var], dtype=object))
     match = match_genes(var, list(genes))
     keep = np.flatnonzero(match.ref_to_query >= 0)
-    if keep.size == 0:
+    if keep.size < MIN_GENES:
         raise GeneOverlapError(
-            f"the query given for the genes shares none of the reference's {len(genes)} genes ({match.summary()}): "
-            "check it is the right file, and that it is cells x genes"
+            f"the query given for the genes shares {keep.size or 'none'} of the reference's {len(genes)} genes "
+            f"({match.summary()}); a reference needs at least {MIN_GENES}: check it is the right file, and that it "
+            "is cells x genes"
         )
     log.info("genes: keeping the %d of %d reference genes the query has", keep.size, len(genes))
     selection = {"method": "shared with the query", "n": int(keep.size), "of": int(len(genes)),

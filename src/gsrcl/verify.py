@@ -8,6 +8,7 @@ The gene matching and the overlap rule are `gsrcl.genes.check_overlap`, shared w
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 import anndata as ad
 import pandas as pd
 
-from .atomic import temp_file
+from .atomic import disk_full_as_error, held_stderr, is_disk_full, remove_stale, temp_file
 from .errors import OutputError
 from .genes import GeneMatch, align, check_overlap, gene_record
 from .reference import Reference, read_manifest
@@ -78,11 +79,19 @@ def verify_adata(adata: ad.AnnData, reference: Reference | dict, *, source: dict
     GeneOverlapError
         When half or fewer of the query genes are reference genes (`gsrcl.genes.check_overlap`).
     ValuesError
-        When the values are unusable.
+        When the values are unusable: any negative value (scaled), as prediction refuses it
+        (`gsrcl.predict.refuse_negative`: the same error and exit code).
+    InvalidReferenceError
+        When a reference cell type is named ``Unassigned`` or repeats (`gsrcl.cutoff.check_cell_types`).
     """
+    from .cutoff import check_cell_types
+    from .predict import refuse_negative
+
     ref = reference_summary(reference)
+    check_cell_types(ref["cell_types"], ref["name"])  # a reference prediction would refuse: refused here already
     match = check_overlap(adata.var, ref["genes"], ref["name"])
     report = detect_values(adata.X)
+    refuse_negative(adata.X)
     (log.warning if report.warn else log.info)(report.message)
     X = align(adata.X, match)
     out = ad.AnnData(
@@ -114,7 +123,7 @@ def verify(path: str | os.PathLike, reference: Reference | dict | str | os.PathL
     Raises
     ------
     GsrclError
-        The reader's errors (codes 128-138, 141-144), ``GeneOverlapError`` (139), ``InvalidReferenceError`` (145).
+        The reader's errors (codes 64-74, 77-80), ``GeneOverlapError`` (75), ``InvalidReferenceError`` (81).
     """
     from .io import open_query
 
@@ -133,6 +142,10 @@ def is_verified(adata: ad.AnnData) -> bool:
 def write_verified(adata: ad.AnnData, out_dir: str | os.PathLike, *, overwrite: bool = True) -> Path:
     """Write ``out_dir/verified.h5ad`` atomically (a temporary file in ``out_dir``, then a rename).
 
+    The temporary is ``.verified.h5ad.tmp-PID.HOST-*`` (`gsrcl.atomic.temp_file`); those of killed runs in
+    ``out_dir`` are removed first. On any failure, a full disk included, the temporary is removed before the
+    error leaves.
+
     Returns
     -------
     pathlib.Path
@@ -142,22 +155,35 @@ def write_verified(adata: ad.AnnData, out_dir: str | os.PathLike, *, overwrite: 
     ------
     OutputError
         When it exists and not ``overwrite``, or ``out_dir`` cannot be written.
+    DiskFullError
+        When the disk holding ``out_dir`` fills up.
     """
     out_dir = Path(out_dir)
     target = out_dir / VERIFIED
     if target.exists() and not overwrite:
         raise OutputError(f"{target} exists: pass --overwrite to replace it")
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = temp_file(out_dir, VERIFIED)
-    except OSError as exc:
-        raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
-    try:
-        adata.write_h5ad(tmp)
+    tmp = None
+    made = not out_dir.exists()
+
+    def discard() -> None:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if made:
+            with contextlib.suppress(OSError):
+                out_dir.rmdir()  # only if empty
+
+    with disk_full_as_error(out_dir, cleanup=discard):
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            remove_stale(out_dir)
+            tmp = temp_file(out_dir, VERIFIED)
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise
+            raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+        with held_stderr():
+            adata.write_h5ad(tmp)
         os.replace(tmp, target)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return target
 
 

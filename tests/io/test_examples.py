@@ -56,7 +56,7 @@ def test_psipred_sample2_has_no_barcode_column(example):
     with pytest.raises(NamesError) as err:
         read_query(path)
     assert "first column holds numbers" in err.value.message and "cell ids" in err.value.message
-    assert err.value.exit_code == 144
+    assert err.value.exit_code == NamesError.exit_code
 
 
 def test_gsrcl_example_without_header_is_refused_clearly(example):

@@ -10,7 +10,7 @@ import pytest
 from gsrcl.errors import GsrclError, InvalidReferenceError
 from gsrcl.methods.presets import PRESETS
 from gsrcl.methods.ensemble import Ensemble, member_seeds
-from gsrcl.reference import Reference
+from gsrcl.reference import Reference, manifest_checksum
 from gsrcl.training import train
 from gsrcl.values import log1p_normalized
 
@@ -77,6 +77,7 @@ def test_saved_ensemble_loads_to_the_same_scores_and_is_checked(pair, tmp_path):
     manifest = json.loads((path / "manifest.json").read_text())
     members = manifest["model"]["members"]
     manifest["model"]["members"] = members + members[:1]
+    manifest["manifest_sha256"] = manifest_checksum(manifest)  # the manifest made to agree, its checksum too
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InvalidReferenceError, match="rebuilt"):
         Reference.load(path)

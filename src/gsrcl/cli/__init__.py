@@ -6,10 +6,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import warnings
 
 from .. import __version__
-from ..errors import GsrclError
+from ..errors import EXIT_INTERRUPTED, GsrclError, OutOfMemoryError
 
 COMMANDS = ("verify", "train", "predict", "references", "demo")
 
@@ -37,7 +39,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(quiet: bool = False, verbose: bool = False) -> None:
-    level = logging.WARNING if quiet else (logging.DEBUG if verbose else logging.INFO)
+    """gsrcl's messages to stderr: info and warnings by default, none with ``quiet`` (the error line is printed
+    by `main`), debug ones too with ``verbose``, which wins over ``quiet`` (``-q -v``: messages without progress
+    bars, for a batch job's log)."""
+    level = logging.DEBUG if verbose else (logging.ERROR if quiet else logging.INFO)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(message)s"))
     root = logging.getLogger("gsrcl")
@@ -61,25 +66,38 @@ def allow_malloc_tuning(allowed: bool = True) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    setup_logging(getattr(args, "quiet", False), getattr(args, "verbose", False))
+    quiet, verbose = getattr(args, "quiet", False), getattr(args, "verbose", False)
+    logger = logging.getLogger("gsrcl")
+    saved = (logger.handlers[:], logger.level, logger.propagate)  # main() called from Python restores them
+    setup_logging(quiet, verbose)
     tuned = args.command in TRAINING_COMMANDS
     previous = allow_malloc_tuning() if tuned else False
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            if quiet and not verbose:  # the libraries' warnings too: -q prints the error line only
+                warnings.simplefilter("ignore")
+            return int(args.func(args) or 0)
     except GsrclError as exc:
         print(f"gsrcl {args.command}: error: {exc.message}", file=sys.stderr)
         if exc.detail:
             print(exc.detail, file=sys.stderr)
+        if getattr(exc, "exit_at_once", False):  # HDF5 failed mid-write (a full disk): its clean-up at exit can crash
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(exc.exit_code)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"gsrcl {args.command}: interrupted; nothing was written", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except MemoryError:
         print(f"gsrcl {args.command}: error: out of memory; use a smaller --block-size or a subset", file=sys.stderr)
-        return 1
+        return OutOfMemoryError.exit_code
     finally:
         if tuned:  # main() called from Python leaves the setting as it found it
             allow_malloc_tuning(previous)
+        logger.handlers[:] = saved[0]
+        logger.setLevel(saved[1])
+        logger.propagate = saved[2]
 
 
 if __name__ == "__main__":  # pragma: no cover

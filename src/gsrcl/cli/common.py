@@ -22,8 +22,10 @@ def add_input_arguments(parser: argparse.ArgumentParser, *, required: bool = Tru
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no messages but errors")
-    parser.add_argument("-v", "--verbose", action="store_true", help="more messages")
+    parser.add_argument("-q", "--quiet", action="store_true",
+                        help="print nothing but an error: no progress bars, messages or warnings")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="more messages (with -q: the messages and warnings, without progress bars)")
 
 
 def reader_kwargs(args: argparse.Namespace) -> dict:
@@ -50,6 +52,14 @@ def positive_int(text: str) -> int:
     value = _number(text, int, "a whole number")
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def gene_count(text: str) -> int:
+    """``--top-genes``: a whole number of genes, at least `gsrcl.training.MIN_GENES` (2)."""
+    value = _number(text, int, "a whole number of genes")
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"{value} is too few: a reference needs at least 2 genes")
     return value
 
 

@@ -21,7 +21,8 @@ def register(sub) -> None:
         help="annotate a query with a reference",
         description="Annotate the cells of a query with a reference built by 'gsrcl train'. The query is a raw "
         "file in any format 'gsrcl verify' reads (the same checks run first: gene matching and the rule that more "
-        "than 50% of the query genes must be in the reference), or the OUT/verified.h5ad that 'gsrcl verify' "
+        "than 50% of the query genes, or of the reference genes, must be matched), or the OUT/verified.h5ad that "
+        "'gsrcl verify' "
         "wrote (the default when -i is not given). Writes into OUT: probabilities.csv (barcode, one column per "
         "reference cell type, 'Identified as'), tsne.svg, legend.txt (label, colour, number of cells) and "
         "annotated.h5ad (the query with obs['predicted_labels'], obs['conf_score'], obs['novelty_score'], "
@@ -86,7 +87,7 @@ def run(args) -> int:
                                          insert_prob=args.insert_prob, reader_kwargs=reader_kwargs(args))
     except (GsrclError, KeyboardInterrupt, MemoryError):
         raise
-    except Exception as exc:  # noqa: BLE001 - anything else is a bug or an environment problem: one line, code 140
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug or the environment: one line, PredictionError
         log.debug("prediction failed", exc_info=True)
         first = str(exc).splitlines()[0] if str(exc) else ""
         hint = "" if getattr(args, "verbose", False) else " (rerun with -v for the traceback)"

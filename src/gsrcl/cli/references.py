@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 from ..errors import InvalidReferenceError
 from ..reference import list_references, read_manifest, resolve
 from ..reference_summary import describe
 from .common import add_common_arguments
+
+log = logging.getLogger("gsrcl.references")
 
 
 def register(sub) -> None:
@@ -39,14 +43,18 @@ def run(args) -> int:
 
 
 def list_all(refdir: str, *, names_only: bool, quiet: bool) -> int:
-    """Print one line per reference (its name only with ``names_only``). An empty folder prints a hint,
-    unless ``quiet``."""
+    """Print one line per reference, a reference ``predict`` would refuse (`gsrcl.reference.list_references`
+    applies its rules) as "not usable" with the reason. ``names_only``: the names of the usable references only,
+    one a line (the others are named in a warning). An empty folder prints a hint, unless ``quiet``."""
     rows = list_references(refdir)
     if not rows and not quiet and not names_only:
         print(f"No references in {refdir}. Build one with 'gsrcl train'.")
     for row in rows:
         if names_only:
-            print(row["name"])
+            if "error" in row:
+                log.warning("warning: %s is not usable (%s)", row["name"], row["error"])
+            else:
+                print(row["name"])
         elif "error" in row:
             print(f"{row['name']}: not usable ({row['error']})")
         else:

@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import zlib
 from pathlib import Path
 
 from ..methods.presets import preset_names
-from .common import add_common_arguments, add_input_arguments, fraction, positive_int, reader_kwargs
+from .common import add_common_arguments, add_input_arguments, fraction, gene_count, positive_int, reader_kwargs
 
 log = logging.getLogger("gsrcl.train")
 
@@ -35,7 +36,7 @@ def register(sub) -> None:
     p.add_argument("--epochs", type=positive_int, metavar="N", help="most epochs (default: from the preset)")
     p.add_argument("--seed", type=int, default=1111, help="random seed (default: 1111)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device (default: cpu)")
-    p.add_argument("--top-genes", type=positive_int, metavar="N",
+    p.add_argument("--top-genes", type=gene_count, metavar="N",
                    help="keep only the N most variable genes (default: all genes)")
     p.add_argument("--genes-from", metavar="QUERY",
                    help="train only on the genes this query has (any format the readers take, or a text file "
@@ -62,17 +63,15 @@ def run(args) -> int:
     Raises
     ------
     GsrclError
-        (a subclass, with its exit code) for an existing reference without ``--overwrite``, CUDA asked for but
-        missing, bad settings (checked before the input is read), unreadable input or labels.
+        (a subclass, with its exit code) for an existing reference without ``--overwrite`` or a REFDIR that
+        cannot be written, CUDA asked for but missing, bad settings (all checked before the input is read),
+        unreadable input or labels.
     """
-    from ..errors import GsrclError, OutputError
-    from ..reference import resolve
+    from ..errors import GsrclError
+    from ..reference import check_target
 
-    target = resolve(args.model_path, args.reference)
-    if target.exists() and not args.overwrite:
-        raise OutputError(
-            f"reference {args.reference!r} already exists in {args.model_path}: choose another name or pass --overwrite"
-        )
+    # a name that is taken or a REFDIR that cannot be written fails now, not after the training
+    check_target(args.model_path, args.reference, overwrite=args.overwrite)
     if args.device == "cuda":
         import torch
 
@@ -137,7 +136,15 @@ def _query_genes(path: str):
     if not os.path.exists(path):
         raise MissingPathError(f"--genes-from {path} does not exist: give the query file (or a list of genes)")
     if path.lower().endswith((".txt", ".txt.gz")):
-        names = pd.read_csv(path, header=None, dtype=str, keep_default_na=False).iloc[:, 0].str.strip()
+        try:
+            names = pd.read_csv(path, header=None, dtype=str, keep_default_na=False).iloc[:, 0].str.strip()
+        except pd.errors.EmptyDataError:  # no line, or blank lines only
+            names = pd.Series([], dtype=object)
+        except (ValueError, UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:  # ParserError: a ValueError
+            raise GeneNamesError(
+                f"--genes-from {path} cannot be read as a list of gene names ({first_line(exc)}): give one gene "
+                "name per line"
+            ) from None
         names = names[names != ""]
         if names.empty:
             raise GeneNamesError(f"--genes-from {path} lists no gene: give one gene name per line")
@@ -177,6 +184,8 @@ def _labels(spec: str, adata):
     if spec in adata.obs.columns and not (looks_like_file and os.path.isfile(spec)):
         return spec, f"obs[{spec!r}]"
     if not os.path.isfile(spec):
+        if os.path.isdir(spec):
+            raise LabelsError(f"--labels {spec} is a folder: give an obs column or a CSV file of cell id,label")
         if looks_like_file:
             raise MissingPathError(f"labels file {spec} does not exist: give an obs column or a CSV of cell id,label")
         cols = ", ".join(map(str, adata.obs.columns[:10])) or "none"
@@ -189,25 +198,35 @@ def _labels(spec: str, adata):
 
 def read_label_file(path: str, obs_names):
     """Labels from a CSV/TSV: first column cell ids, second labels; a header row is recognised by its first
-    cell not being a cell id. Every cell of the input needs a label; ids not in the input are ignored."""
+    cell not being a cell id. Every cell of the input needs a label; ids not in the input are ignored.
+
+    Raises
+    ------
+    LabelsError
+        For a file that is empty, cannot be read as a table of at least two columns, has lines without a cell id
+        or lists a cell twice, or for a cell of the input without a line.
+    """
     import pandas as pd
 
     from ..errors import LabelsError
 
-    sep = "\t" if ".tsv" in path.lower() else None
+    sep = _delimiter(path)
     try:
-        table = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False, engine="python",
-                            comment=None)
-    except (ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        table = pd.read_csv(path, sep=sep, header=None, dtype=str, keep_default_na=False, comment=None)
+    except (ValueError, UnicodeDecodeError, OSError, EOFError, zlib.error) as exc:  # ParserError: a ValueError
         raise LabelsError(
-            f"labels file {path} cannot be read as a table ({exc}): give a CSV of cell id,label"
+            f"labels file {path} cannot be read as a table ({first_line(exc)}): give a CSV of cell id,label"
         ) from None
     if table.shape[1] < 2:
-        raise LabelsError(f"labels file {path} has {table.shape[1]} column(s): it needs cell ids and labels")
+        raise LabelsError(f"labels file {path} has {table.shape[1]} column(s): it needs cell ids and labels, "
+                          "separated by a comma (or a tab)")
     names = pd.Index(pd.Index(obs_names).astype(str))
-    ids = table.iloc[:, 0].str.strip()
+    ids = table.iloc[:, 0].fillna("").str.strip()
     if len(ids) and ids.iloc[0] not in names and ids.iloc[1:].isin(names).any():
         table, ids = table.iloc[1:], ids.iloc[1:]  # a header row
+    if (ids == "").any():
+        raise LabelsError(f"labels file {path} has {int((ids == '').sum())} line(s) without a cell id in the first "
+                          "column: one line per cell, cell id first")
     if ids.duplicated().any():
         dup = ids[ids.duplicated()].unique()
         raise LabelsError(f"labels file {path} lists {len(dup)} cell id(s) twice (e.g. {dup[0]}): one line per cell")
@@ -222,3 +241,39 @@ def read_label_file(path: str, obs_names):
     if extra:
         log.warning("warning: %d cell id(s) of %s are not in the input and were ignored", extra, path)
     return labels.reindex(names)
+
+
+def _delimiter(path: str) -> str:
+    """The column separator of a labels file: a tab for ``.tsv``, else a comma, tab or semicolon as Python's
+    csv sniffer finds it in the first lines (a comma when it finds none: a file of one column).
+
+    Raises
+    ------
+    LabelsError
+        For a file that cannot be opened (or decompressed) or holds nothing but white space.
+    """
+    import csv
+    import gzip
+
+    from ..errors import LabelsError
+
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    try:
+        with opener(path, "rt", encoding="utf-8", errors="replace", newline="") as f:
+            sample = f.read(1 << 16)
+    except (OSError, EOFError, zlib.error) as exc:  # gzip's BadGzipFile is an OSError
+        raise LabelsError(f"labels file {path} cannot be read ({first_line(exc)}): give a CSV of cell id,label") from None
+    if not sample.strip():
+        raise LabelsError(f"labels file {path} is empty: give a CSV of cell id,label, one line per cell")
+    if ".tsv" in path.lower():
+        return "\t"
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=",\t;").delimiter
+    except csv.Error:
+        return ","
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, first line only (the error stays one line)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -17,7 +17,8 @@ def register(sub) -> None:
         help="check a query file against a reference and write OUT/verified.h5ad",
         description="Read a query, check its matrix, names and values, match its genes to the reference "
         "(exact, Ensembl id without version, id/symbol, case-insensitive) and write OUT/verified.h5ad: the "
-        "query aligned to the reference genes. Fails when 50% or fewer of the query genes are in the reference.",
+        "query aligned to the reference genes. Fails when 50% or fewer of the query genes are in the reference "
+        "and 50% or fewer of the reference genes are in the query.",
     )
     add_input_arguments(p)
     p.add_argument("-r", "--reference", required=True, metavar="NAME", help="reference name under -mp")

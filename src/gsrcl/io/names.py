@@ -65,6 +65,15 @@ def _examples(values, k: int = 5) -> str:
     return ", ".join(repr(str(v)) for v in list(values)[:k])
 
 
+def check_unique_barcodes(path, obs: pd.Index) -> None:
+    """Refuse repeated cell barcodes (every reader, and ``QuerySource.from_anndata``), with a `NamesError`."""
+    dup = obs[obs.duplicated()].unique()
+    if len(dup):
+        many = f"{len(dup)} cell barcodes occur" if len(dup) > 1 else "1 cell barcode occurs"
+        raise NamesError(f"{path}: {many} more than once (e.g. {_examples(dup, 3)}): barcodes must be unique"
+                         " (anndata obs_names_make_unique, or drop the repeated cells)")
+
+
 def check_names(path, obs: pd.Index, var: pd.Index, *, transposed: bool, duplicate_hint: str) -> None:
     """Checks every reader applies once the matrix and its names agree in size."""
     if len(obs) == 0 or len(var) == 0:
@@ -84,11 +93,7 @@ def check_names(path, obs: pd.Index, var: pd.Index, *, transposed: bool, duplica
         if transposed:
             raise NamesError(f"{path}: after transposing (-t), {reason}: the file already holds cells as rows; drop -t")
         raise NamesError(f"{path}: {reason}: the file seems to hold genes x cells; pass -t (transpose=True)")
-    dup = obs[obs.duplicated()].unique()
-    if len(dup):
-        many = f"{len(dup)} cell barcodes occur" if len(dup) > 1 else "1 cell barcode occurs"
-        raise NamesError(f"{path}: {many} more than once (e.g. {_examples(dup, 3)}): barcodes must be unique"
-                         " (anndata obs_names_make_unique, or drop the repeated cells)")
+    check_unique_barcodes(path, obs)
     dup = var[var.duplicated()].unique()
     if len(dup):
         many = f"{len(dup)} gene names occur" if len(dup) > 1 else "1 gene name occurs"

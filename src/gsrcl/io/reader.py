@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from ..errors import CorruptFileError, DuplicateGenesError, LayoutError, MatrixKeyError, NamesError
+from ..errors import CorruptFileError, DuplicateGenesError, MatrixKeyError, NamesError
 from . import hdf5, text
 from .names import check_names, tidy_var
 from .sniff import open_h5, sniff
@@ -45,8 +45,8 @@ def open_query(path: str | os.PathLike, *, transpose: bool = False, mat=None, ob
                 if exc.detail is None:
                     exc.detail = ctx.tree
                 raise
-        tree = ctx.tree
-    return _open_hdfstore(path, bool(transpose), tree)
+        rows, cols, values = hdf5.read_hdfstore(ctx)  # with h5py: nothing is unpickled
+    return _open_hdfstore(path, bool(transpose), rows, cols, values)
 
 
 def read_query(path: str | os.PathLike, **kw) -> ad.AnnData:
@@ -152,23 +152,12 @@ def _open_mtx(path: Path, transpose, mat, obs, var, layer, use_raw) -> QuerySour
                    origin=parts["origin"], columns=columns, ids=ids, symbols=symbols)
 
 
-def _open_hdfstore(path: Path, transpose: bool, tree: str) -> QuerySource:
-    try:
-        import tables  # noqa: F401  (pandas needs it for HDFStore)
-    except ImportError:
-        raise LayoutError(f"{path} is a pandas HDFStore, which needs the 'tables' package (not installed): install it"
-                          " (pip install tables), or pass key paths with -mat/-obs/-var", detail=tree) from None
-    try:
-        frame = pd.read_hdf(path)
-    except Exception as exc:  # pandas raises many kinds here
-        raise LayoutError(f"{path}: pandas could not read the HDFStore ({exc}): pass key paths with -mat/-obs/-var",
-                          detail=tree) from None
-    if not isinstance(frame, pd.DataFrame):
-        raise LayoutError(f"{path}: the HDFStore holds a {type(frame).__name__}, not a table of cells x genes",
-                          detail=tree)
-    X = text.frame_to_csr(frame, path, list(frame.columns))
-    rows, cols = frame.index.to_numpy(), frame.columns.to_numpy()
-    del frame
+def _open_hdfstore(path: Path, transpose: bool, rows: np.ndarray, cols: np.ndarray,
+                   values: np.ndarray) -> QuerySource:
+    """The query of a pandas HDFStore DataFrame, as `hdf5.read_hdfstore` read it (never with pandas' reader,
+    which unpickles)."""
+    X = text.frame_to_csr(pd.DataFrame(values, index=pd.Index(rows, dtype=object), copy=False), path, list(cols))
+    del values
     for what, names in (("row", rows), ("column", cols)):
         if not all(isinstance(x, str) for x in names):
             raise NamesError(f"{path}: the HDFStore's {what} names are not strings: name cells and genes with strings")

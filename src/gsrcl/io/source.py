@@ -3,8 +3,9 @@
 A backend yields CSR float32 row blocks in cells x genes order. ``CSRRowsOnDisk`` reads row ranges of a
 compressed matrix straight from the HDF5 file (slice ``indptr``, then ``data``/``indices``), so memory does not
 grow with the number of cells; ``DenseRowsOnDisk`` reads slabs of a dense dataset; ``InMemory`` holds a matrix
-built by a loader (text formats, CSC matrices, transposed input) or given in memory (``QuerySource.from_anndata``).
-Every block is checked for NaN/inf.
+built by a loader (text formats, CSC matrices, transposed input) or given in memory (``QuerySource.from_anndata``),
+whose X may also be a backed AnnData's (an HDF5 dataset or anndata's backed sparse matrix: sliced by rows, so
+it is read from disk a block at a time). Every block is checked for NaN/inf.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import CorruptFileError, ValuesError
+from .names import check_unique_barcodes
 from .sniff import open_h5
 
 log = logging.getLogger("gsrcl.io")
@@ -221,19 +223,27 @@ class QuerySource:
 
     @classmethod
     def from_anndata(cls, adata: ad.AnnData) -> "QuerySource":
-        """An in-memory AnnData seen as a query: its X (dense or sparse, never copied whole), ``obs_names`` as
-        str, its ``var`` (index and ``gene_ids``/``gene_symbols`` columns as they are) and its ``obs``.
+        """An AnnData seen as a query: its X (dense or sparse, never copied whole; a backed AnnData's X is read
+        from its file a block of rows at a time), ``obs_names`` as str, its ``var`` (index and
+        ``gene_ids``/``gene_symbols`` columns as they are) and its ``obs``.
 
         Parameters
         ----------
         adata : anndata.AnnData
-            Cells x genes. It is read, never changed.
+            Cells x genes, in memory or backed. It is read, never changed.
 
         Returns
         -------
         QuerySource
             ``format`` is ``"anndata"``; reading blocks raises ``ValuesError`` when ``adata.X`` is None.
+
+        Raises
+        ------
+        NamesError
+            When cell names repeat (as every file reader refuses them).
         """
+        obs_names = pd.Index(adata.obs_names.astype(str))
+        check_unique_barcodes("the AnnData", obs_names)
         if adata.X is None:
             def missing():
                 raise ValuesError("the AnnData has no X: put the expression values in X (or pass layer/use_raw "
@@ -242,8 +252,8 @@ class QuerySource:
             backend = InMemory(missing, adata.shape)
         else:
             backend = InMemory.holding(adata.X)
-        return cls("AnnData in memory", "anndata", pd.Index(adata.obs_names.astype(str)), adata.var, backend,
-                   obs_loader=lambda: adata.obs)
+        return cls("AnnData in memory" if not adata.isbacked else str(adata.filename), "anndata", obs_names,
+                   adata.var, backend, obs_loader=lambda: adata.obs)
 
     def __repr__(self) -> str:
         return f"QuerySource({str(self.path)!r}, format={self.format!r}, {self.n_obs} cells x {self.n_vars} genes)"

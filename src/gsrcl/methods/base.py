@@ -114,7 +114,12 @@ class EstimatorBase(BaseEstimator):
             if given is not None:
                 params[key] = None if key in OFF_IS_ZERO and given == 0 else given
         for key in ("hidden", "head"):
-            params[key] = tuple(int(h) for h in params[key])
+            try:
+                if isinstance(params[key], (str, bytes)):
+                    raise TypeError(key)
+                params[key] = tuple(int(h) for h in params[key])
+            except (TypeError, ValueError):
+                raise ValueError(f"{key} must be a list of layer widths, e.g. [64, 64], not {params[key]!r}") from None
         params.update({key: getattr(self, key) for key in self._runtime_defaults()})
         return params
 
@@ -130,6 +135,10 @@ class EstimatorBase(BaseEstimator):
         epochs = p["epochs"]
         if isinstance(epochs, bool) or int(epochs) != epochs or epochs < 1:
             raise ValueError(f"epochs must be a positive integer, not {epochs!r}")
+        for key in ("hidden", "head", "out"):
+            widths = (p.get(key, 1),) if key == "out" else p[key]
+            if not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths):
+                raise ValueError(f"{key} must be positive whole layer widths, not {p[key]!r}")
         if not 0 <= p["validation_size"] < 1:
             raise ValueError(f"validation_size must be at least 0 and below 1, not {p['validation_size']}")
         choices = {"selection": ("quick", "grid"), "svm_cells": ("train", "train+val"),

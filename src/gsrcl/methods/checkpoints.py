@@ -35,7 +35,12 @@ class CheckpointStore:
 
     In memory up to ``max_bytes`` in all, beyond that in a temporary folder as plain ``.npy`` arrays (read back
     without pickle), removed by ``close``. GsRCL keeps one checkpoint per distinct best epoch of its tasks,
-    hundreds of MB each at the published width; with ``max_bytes`` 0 all but the first wait on disk."""
+    hundreds of MB each at the published width; with ``max_bytes`` 0 all but the first wait on disk.
+
+    The folder is ``TMPDIR/gsrcl-checkpoints-PID.HOST-*``; making one removes those of killed runs
+    (`gsrcl.atomic.private_temp_dir`). A full disk while spilling raises `gsrcl.errors.DiskFullError`."""
+
+    SPILL_PREFIX = "gsrcl-checkpoints"
 
     def __init__(self, max_bytes: int = 1 << 30):
         self.max_bytes = int(max_bytes)
@@ -61,14 +66,22 @@ class CheckpointStore:
         size = sum(t.numel() * t.element_size() for t in state.values())
         if self._memory and self._bytes() + size > self.max_bytes:
             import os
-            import tempfile
 
-            if self._tmp is None:
-                self._tmp = tempfile.TemporaryDirectory(prefix="gsrcl-checkpoints-")
+            from ..atomic import disk_full_as_error, private_temp_dir
+
             files = {}
-            for i, (name, t) in enumerate(state.items()):
-                files[name] = os.path.join(self._tmp.name, f"{len(self._disk)}-{abs(hash(key))}-{i}.npy")
-                np.save(files[name], t.cpu().numpy(), allow_pickle=False)
+
+            def discard() -> None:  # this checkpoint's files; the folder goes with `close`
+                for f in files.values():
+                    with contextlib.suppress(OSError):
+                        os.remove(f)
+
+            with disk_full_as_error(f"the temporary folder ({self.SPILL_PREFIX}-*)", cleanup=discard):
+                if self._tmp is None:
+                    self._tmp = private_temp_dir(self.SPILL_PREFIX)
+                for i, (name, t) in enumerate(state.items()):
+                    files[name] = os.path.join(self._tmp.name, f"{len(self._disk)}-{abs(hash(key))}-{i}.npy")
+                    np.save(files[name], t.cpu().numpy(), allow_pickle=False)
             self._disk[key] = files
         else:
             self._memory[key] = state
@@ -138,23 +151,30 @@ class WeightAverage:
                 else:
                     self._sum[name] += t
         else:
-            import tempfile
+            from ..atomic import disk_full_as_error
 
-            if self._file is None:
-                self._file = tempfile.TemporaryFile(prefix="gsrcl-average-")
-            offset = 0
-            for name, t in self._floats(module):
-                flat = t.reshape(-1).cpu().to(torch.float32)
-                self._layout.setdefault(name, (offset, flat.numel()))
-                for a in range(0, flat.numel(), self.CHUNK):
-                    piece = flat[a : a + self.CHUNK].numpy()
-                    self._file.seek(4 * (offset + a))
-                    if self.count:
-                        piece = np.fromfile(self._file, dtype=np.float32, count=len(piece)) + piece
-                        self._file.seek(4 * (offset + a))
-                    piece.tofile(self._file)
-                offset += flat.numel()
+            with disk_full_as_error("the temporary folder (the averaged weights)", cleanup=self.close):
+                self._add_on_disk(module)
         self.count += 1
+
+    def _add_on_disk(self, module: torch.nn.Module) -> None:
+        import tempfile
+
+        # the sum in an unnamed temporary file: nothing is left when the process ends, however it ends
+        if self._file is None:
+            self._file = tempfile.TemporaryFile(prefix="gsrcl-average-")
+        offset = 0
+        for name, t in self._floats(module):
+            flat = t.reshape(-1).cpu().to(torch.float32)
+            self._layout.setdefault(name, (offset, flat.numel()))
+            for a in range(0, flat.numel(), self.CHUNK):
+                piece = flat[a : a + self.CHUNK].numpy()
+                self._file.seek(4 * (offset + a))
+                if self.count:
+                    piece = np.fromfile(self._file, dtype=np.float32, count=len(piece)) + piece
+                    self._file.seek(4 * (offset + a))
+                piece.tofile(self._file)
+            offset += flat.numel()
 
     def load_into(self, module: torch.nn.Module) -> None:
         """Replace the module's floating-point weights and buffers by their mean, in place."""

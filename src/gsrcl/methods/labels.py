@@ -16,6 +16,9 @@ log = logging.getLogger("gsrcl.methods")
 
 MIN_VALIDATION_CELLS = 10  # a class with fewer cells goes to training only (no validation cells)
 MIN_CELLS = 5  # a class with fewer cells is dropped before training (5 = the folds of the SVM's CV)
+# Prediction calls a cell it cannot assign this (gsrcl.cutoff.UNASSIGNED, repeated here: methods/ imports nothing
+# above it); a reference type of that name would be two categories of one name in every prediction.
+RESERVED_LABEL = "Unassigned"
 
 
 def check_labels(y, n: int | None = None) -> np.ndarray:
@@ -31,7 +34,9 @@ def check_labels(y, n: int | None = None) -> np.ndarray:
     Raises
     ------
     LabelsError
-        When the count differs from ``n``, no label is given, or a label is missing (NaN, None, empty).
+        When the count differs from ``n``, no label is given, a label is missing (NaN, None, empty), a label is
+        ``Unassigned`` in any case (`RESERVED_LABEL`: prediction's name for a cell it cannot assign), or a label
+        holds a control character (a tab or a line break would break ``legend.txt`` and the CSV outputs).
     """
     s = pd.Series(np.asarray(y, dtype=object) if not isinstance(y, pd.Series) else y.to_numpy(dtype=object))
     if n is not None and len(s) != n:
@@ -46,6 +51,19 @@ def check_labels(y, n: int | None = None) -> np.ndarray:
             f"{int(empty.sum())} of {len(s)} cells have no label (NaN or empty, e.g. cell "
             f"#{int(np.flatnonzero(empty)[0])}): "
             "give every cell a label or remove those cells before training"
+        )
+    reserved = (text.str.casefold() == RESERVED_LABEL.casefold()).to_numpy()
+    if reserved.any():
+        raise LabelsError(
+            f"{int(reserved.sum())} of {len(s)} cells are labelled {RESERVED_LABEL!r} (in some case), the name "
+            "prediction gives cells it cannot assign: relabel them (e.g. 'Unknown') or drop them before training"
+        )
+    control = text.str.contains(r"[\x00-\x1f\x7f]", regex=True).to_numpy()
+    if control.any():
+        first = text.iloc[int(np.flatnonzero(control)[0])]
+        raise LabelsError(
+            f"{int(control.sum())} of {len(s)} cells have a label holding a tab, line break or other control "
+            f"character (e.g. {first!r}): remove those characters from the labels before training"
         )
     return text.to_numpy(dtype=str)
 
