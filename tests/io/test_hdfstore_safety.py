@@ -3,12 +3,12 @@ unpickles attributes and object arrays, so a hostile ``.h5`` could run code. The
 and byte-string names are read; anything stored pickled (text columns, mixed-type names, the 'table' format's
 column names) is refused in one line.
 
-``tests/data/hdfstore/pandas_fixed.h5`` was written by pandas 3.1.1 with PyTables 3.11.1::
+``tests/data/hdfstore/tiny_pandas_fixed.h5`` was written by pandas 3.1.1 with PyTables 3.11.1::
 
     frame = pd.DataFrame({"CD3E": [1, 0, 2, 5], "MS4A1": [0, 3, 0, 1], "Gène-α": [2, 2, 0, 0]},
                          index=["cell1", "cell2", "cell3", "cell4"], dtype=np.float32)
     frame["LYZ"] = np.array([7, 0, 1, 0], dtype=np.int64)  # a second block, of integers
-    frame.to_hdf("pandas_fixed.h5", key="counts", format="fixed")
+    frame.to_hdf("tiny_pandas_fixed.h5", key="counts", format="fixed")
 
 The other files are written here with h5py in the layout PyTables gives them (checked against files it wrote).
 """
@@ -26,7 +26,7 @@ import pytest
 from gsrcl import errors as E
 from gsrcl.io import read_query
 
-STORE = Path(__file__).parent.parent / "data" / "hdfstore" / "pandas_fixed.h5"
+STORE = Path(__file__).parent.parent / "data" / "hdfstore" / "tiny_pandas_fixed.h5"
 NONE_PICKLED = np.bytes_(b"N.")  # how PyTables stores an attribute of None (an index without a name): pickled
 
 
