@@ -14,6 +14,7 @@ as ``gsrcl demo`` splits it, and a tiny reference of each method trained on it o
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -195,3 +196,11 @@ def pbmc68k_query_file(pbmc68k_query, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("pbmc68k") / "query.h5ad"
     pbmc68k_query.write_h5ad(path)
     return path
+
+
+@pytest.fixture()
+def gsrcl_log(caplog, monkeypatch):
+    """caplog seeing gsrcl's messages at INFO, whatever the ``gsrcl`` logger was left at."""
+    monkeypatch.setattr(logging.getLogger("gsrcl"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="gsrcl")
+    return caplog

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
 import re
 
 import anndata as ad
@@ -15,15 +14,6 @@ import scipy.sparse as sp
 from gsrcl.errors import GeneOverlapError, InvalidReferenceError, ShapeMismatchError
 from gsrcl.genes import align, check_overlap, gene_record, id_symbol_hint, looks_like_ensembl, match_genes
 from tests.conftest import dataset
-
-
-@pytest.fixture()
-def gsrcl_log(caplog, monkeypatch):
-    """caplog seeing gsrcl's messages at INFO, whatever an earlier ``gsrcl.cli.main`` call (``-q``: ERROR, no
-    propagation) left the ``gsrcl`` logger at."""
-    monkeypatch.setattr(logging.getLogger("gsrcl"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="gsrcl")
-    return caplog
 
 
 def qvar(names, **columns) -> pd.DataFrame:

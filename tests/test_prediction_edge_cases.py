@@ -8,7 +8,6 @@ The query is scanpy's bundled pbmc68k_reduced (its 30% part) and the references 
 from __future__ import annotations
 
 import csv
-import logging
 import shutil
 from pathlib import Path
 
@@ -51,15 +50,6 @@ def query(query_all_genes, ref):
     genes = ref.genes
     others = [g for g in query_all_genes.var_names if g not in set(genes)][:100]
     return query_all_genes[:, list(genes[:-5]) + others].copy()
-
-
-@pytest.fixture()
-def gsrcl_log(caplog, monkeypatch):
-    """caplog seeing gsrcl's messages at INFO, whatever an earlier ``gsrcl.cli.main`` call (``-q``: ERROR, no
-    propagation) left the ``gsrcl`` logger at."""
-    monkeypatch.setattr(logging.getLogger("gsrcl"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="gsrcl")
-    return caplog
 
 
 @pytest.fixture()

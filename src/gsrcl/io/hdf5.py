@@ -70,7 +70,8 @@ class Context:
         return cls(f"{self.path}: {message}", detail=self.tree)
 
 
-def _attr(obj, name: str):
+def attr_text(obj, name: str):
+    """An HDF5 attribute, bytes decoded to text (None when absent)."""
     value = obj.attrs.get(name)
     if isinstance(value, bytes):
         value = value.decode(errors="replace")
@@ -121,11 +122,11 @@ def read_names(ctx: Context, node, where: str) -> np.ndarray | None:
     """Strings stored at ``node`` (a string dataset, a categorical, or a dataframe group's index), or None
     when the node holds no names. Numbers instead of names raise NamesError."""
     if isinstance(node, h5py.Group):
-        enc = _attr(node, "encoding-type")
+        enc = attr_text(node, "encoding-type")
         if enc in ("categorical", "string-array", "nullable-string-array"):
             values = ad.io.read_elem(node)
             return np.asarray(np.asarray(values).astype(str), dtype=object)
-        index = _attr(node, "_index")
+        index = attr_text(node, "_index")
         if index is not None and index in node:
             return read_names(ctx, node[index], f"{where}/{index}")
         return None
@@ -148,7 +149,7 @@ def describe_matrix(ctx: Context, node, key: str) -> Matrix | None:
         return None
     if not isinstance(node, h5py.Group) or not all(k in node for k in ("data", "indices", "indptr")):
         return None
-    enc = str(_attr(node, "encoding-type") or _attr(node, "h5sparse_format") or "")
+    enc = str(attr_text(node, "encoding-type") or attr_text(node, "h5sparse_format") or "")
     kind = {"csr_matrix": "csr", "csr": "csr", "csc_matrix": "csc", "csc": "csc"}.get(enc, "compressed")
     shape = node.attrs.get("shape", node.attrs.get("h5sparse_shape"))
     if shape is None and isinstance(node.get("shape"), h5py.Dataset):
@@ -277,7 +278,7 @@ def _h5ad_obs(f: h5py.File) -> pd.DataFrame:
 # --- layouts -------------------------------------------------------------------------------------------------
 
 def is_h5ad(f: h5py.File) -> bool:
-    return _attr(f, "encoding-type") == "anndata" or (
+    return attr_text(f, "encoding-type") == "anndata" or (
         all(isinstance(f.get(k), h5py.Group) for k in ("obs", "var")) and "X" in f)
 
 
@@ -306,7 +307,7 @@ def parse_h5ad(ctx: Context, obs, var, layer, use_raw) -> Parsed:
     obs_names, obs_from = resolve_names(ctx, obs, (("obs",),), "obs")
     var_base = "raw/var" if use_raw else "var"
     default_var, _ = resolve_names(ctx, None, ((var_base,),), "var")
-    index_key = _attr(var_group, "_index") if var_group is not None else None
+    index_key = attr_text(var_group, "_index") if var_group is not None else None
     columns = _columns(ctx, var_group, index_key)
     if var is not None:
         var_names, var_from = resolve_names(ctx, var, (), "var")
@@ -479,121 +480,14 @@ def layout_failure(ctx: Context) -> LayoutError:
     return ctx.fail(LayoutError, f"HDF5 layout not recognised (not h5ad, 10x, loom or scziDesk): {hint}")
 
 
-def is_hdfstore(f: h5py.File) -> bool:
+def _is_hdfstore(f: h5py.File) -> bool:
+    """Whether the file is a pandas HDFStore of one object (read by `gsrcl.io.hdfstore`)."""
     keys = list(f.keys())
     return len(keys) == 1 and isinstance(f.get(keys[0]), h5py.Group) and "pandas_type" in f[keys[0]].attrs
 
 
-# --- pandas HDFStore, read with h5py only ---------------------------------------------------------------------
-# pandas reads an HDFStore through PyTables, which unpickles attributes (pandas stores some pickled, e.g. an
-# index's name, and all of the 'table' format's column names) and object arrays: a hostile file could run code.
-# The 'fixed' format of a DataFrame needs none of them: each block of same-typed columns is a plain dataset
-# ``block{i}_values`` (rows x columns, attribute ``transposed``), and the column names, the row names and each
-# block's column names (``axis0``, ``axis1``, ``block{i}_items``) are datasets of fixed-length byte strings (or
-# numbers). That is what is read here; anything stored pickled is refused, never read.
-_PICKLED = "stored as pickled Python objects, which gsrcl never reads (unpickling a file can run code)"
-_RESAVE = ("save the table again with string row and column names and numbers only (e.g. "
-           "anndata.AnnData(frame).write_h5ad), or pass key paths with -mat/-obs/-var")
-
-
-def _pickled(node) -> bool:
-    """Whether a PyTables node holds pickled objects (a VLArray of ObjectAtom) or other variable-length data."""
-    return (_attr(node, "CLASS") == "VLARRAY" or _attr(node, "PSEUDOATOM") is not None
-            or node.dtype.kind == "O" or h5py.check_vlen_dtype(node.dtype) is not None)
-
-
-def _store_names(ctx: Context, g: h5py.Group, key: str, what: str, encoding: str) -> np.ndarray:
-    """The names an HDFStore keeps in dataset ``key`` of group ``g``: str (object array), or the numbers as they
-    are (`reader` refuses them with its NamesError)."""
-    node = g.get(key)
-    if not isinstance(node, h5py.Dataset) or node.ndim != 1:
-        raise ctx.fail(LayoutError, f"the HDFStore lacks its {what} ('{g.name}/{key}'): {_RESAVE}")
-    if _pickled(node):
-        raise ctx.fail(LayoutError, f"the HDFStore's {what} are {_PICKLED}: {_RESAVE}")
-    if node.dtype.kind == "S":
-        return np.asarray([b.decode(encoding, errors="replace") for b in node[()]], dtype=object)
-    if node.dtype.kind in "iuf":
-        return node[()]
-    raise ctx.fail(LayoutError, f"the HDFStore's {what} are of type {node.dtype}, not names: {_RESAVE}")
-
-
-def read_hdfstore(ctx: Context) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(row names, column names, values rows x columns) of a pandas HDFStore DataFrame in 'fixed' format (the
-    file's one top-level group), read with h5py alone: nothing is unpickled.
-
-    Raises
-    ------
-    LayoutError
-        For the 'table' format, a Series or anything but a DataFrame, a MultiIndex, or names or columns stored
-        pickled (text columns, mixed-type names): the message says how to save the table instead.
-    ValuesError
-        For columns of true/false values or dates instead of numbers.
-    """
-    (key,) = list(ctx.f.keys())
-    g = ctx.f[key]
-    kind = _attr(g, "pandas_type")
-    if kind == "frame_table":
-        raise ctx.fail(LayoutError, "the pandas HDFStore is in 'table' format, whose column names pandas stores "
-                                    f"pickled, which gsrcl never reads (unpickling a file can run code): save it in "
-                                    f"'fixed' format (DataFrame.to_hdf(path, key='{key}', format='fixed')) or "
-                                    "as h5ad or CSV, or pass key paths with -mat/-obs/-var")
-    if kind != "frame":
-        raise ctx.fail(LayoutError, f"the pandas HDFStore holds a {kind or 'pandas object'}, not a table of cells x "
-                                    "genes (a DataFrame): save the table itself")
-    if any(_attr(g, f"axis{i}_variety") not in (None, "regular") for i in (0, 1)):
-        raise ctx.fail(LayoutError, f"the HDFStore's rows or columns have several levels (a MultiIndex): {_RESAVE}")
-    encoding = str(_attr(g, "encoding") or "UTF-8")
-    try:
-        "".encode(encoding)
-    except LookupError:
-        encoding = "UTF-8"
-    cols = _store_names(ctx, g, "axis0", "column names", encoding)
-    rows = _store_names(ctx, g, "axis1", "row names", encoding)
-    nblocks = g.attrs.get("nblocks")
-    if not isinstance(nblocks, (int, np.integer)) or isinstance(nblocks, (bool, np.bool_)) or nblocks < 1:
-        raise ctx.fail(LayoutError, f"the HDFStore's attribute 'nblocks' is {nblocks!r}, not a count of blocks: "
-                                    f"{_RESAVE}")
-    index = pd.Index(cols)
-    values = np.empty((len(rows), len(cols)), dtype=np.float32)
-    filled = np.zeros(len(cols), dtype=bool)
-    for i in range(int(nblocks)):
-        items = _store_names(ctx, g, f"block{i}_items", f"names of the columns of block {i}", encoding)
-        node = g.get(f"block{i}_values")
-        shown = ", ".join(map(repr, map(str, items[:3])))
-        if not isinstance(node, h5py.Dataset):
-            raise ctx.fail(LayoutError, f"the HDFStore lacks the values of column(s) {shown}: {_RESAVE}")
-        if _pickled(node):
-            raise ctx.fail(LayoutError, f"the HDFStore's column(s) {shown} hold text or other Python objects, "
-                                        f"{_PICKLED}: keep only the numeric columns (the genes) and {_RESAVE}")
-        if node.attrs.get("value_type") is not None or node.dtype.kind not in "iufb":
-            what = _attr(node, "value_type") or str(node.dtype)
-            raise ValuesError(f"{ctx.path}: the HDFStore's column(s) {shown} hold {what} values, not numbers: "
-                              "keep only the numeric columns (the genes)")
-        if node.dtype.kind == "b":
-            raise ValuesError(f"{ctx.path}: the HDFStore's column(s) {shown} hold true/false values, not numbers: "
-                              "keep only the numeric columns (the genes)")
-        shape = (len(rows), len(items)) if node.attrs.get("transposed", True) else (len(items), len(rows))
-        if len(items) == len(cols) and (items == cols).all():
-            pos = np.arange(len(cols))  # one block of all columns (repeated names are refused later, by name)
-        elif index.is_unique:
-            pos = index.get_indexer(items)
-        else:
-            raise ctx.fail(LayoutError, f"the HDFStore's column names repeat across its blocks: {_RESAVE}")
-        if node.ndim != 2 or node.shape != shape or (pos < 0).any() or filled[pos].any() \
-                or len(set(pos.tolist())) != len(pos):
-            raise ctx.fail(LayoutError, f"the HDFStore's block {i} does not fit its {len(rows)} rows and "
-                                        f"{len(cols)} columns: {_RESAVE}")
-        block = node[()]
-        values[:, pos] = block if node.attrs.get("transposed", True) else block.T
-        filled[pos] = True
-    if not filled.all():
-        raise ctx.fail(LayoutError, f"the HDFStore holds no values for {int((~filled).sum())} of its columns: "
-                                    f"{_RESAVE}")
-    return rows, cols, values
-
-
 def parse(ctx: Context, mat, obs, var, layer, use_raw) -> Parsed | str:
-    """The layout of the open file; ``"hdfstore"`` for a pandas HDFStore (`read_hdfstore` reads it)."""
+    """The layout of the open file; ``"hdfstore"`` for a pandas HDFStore (`gsrcl.io.hdfstore.read_hdfstore` reads it)."""
     f = ctx.f
     if len(f.keys()) == 0:
         raise ctx.fail(EmptyFileError, "the HDF5 file holds no keys (no groups or datasets): export the data again")
@@ -622,6 +516,6 @@ def parse(ctx: Context, mat, obs, var, layer, use_raw) -> Parsed | str:
         return parse_loom(ctx, obs, var, layer)
     if is_sczidesk(f):
         return parse_generic(ctx, None, obs, var, fmt="sczidesk-h5")
-    if obs is None and var is None and is_hdfstore(f):
+    if obs is None and var is None and _is_hdfstore(f):
         return "hdfstore"
     return parse_generic(ctx, None, obs, var, layout_error=obs is None and var is None)

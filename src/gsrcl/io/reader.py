@@ -13,7 +13,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from ..errors import CorruptFileError, DuplicateGenesError, MatrixKeyError, NamesError
-from . import hdf5, text
+from . import hdf5, hdfstore, text
 from .names import check_names, tidy_var
 from .sniff import open_h5, sniff
 from .source import Backend, CSRRowsOnDisk, DenseRowsOnDisk, InMemory, QuerySource
@@ -45,7 +45,7 @@ def open_query(path: str | os.PathLike, *, transpose: bool = False, mat=None, ob
                 if exc.detail is None:
                     exc.detail = ctx.tree
                 raise
-        rows, cols, values = hdf5.read_hdfstore(ctx)  # with h5py: nothing is unpickled
+        rows, cols, values = hdfstore.read_hdfstore(ctx)  # with h5py: nothing is unpickled
     return _open_hdfstore(path, bool(transpose), rows, cols, values)
 
 
