@@ -224,6 +224,14 @@ def disk_full_message(where: str | os.PathLike) -> str:
             "nothing was written and no temporary file was left")
 
 
+def write_error(exc: OSError, folder: str | os.PathLike) -> DiskFullError | OutputError:
+    """The one-line error for ``exc``, raised while writing into ``folder``: `DiskFullError` for a full disk or
+    quota, `OutputError` otherwise."""
+    if is_disk_full(exc):
+        return DiskFullError(disk_full_message(folder))
+    return OutputError(f"cannot write to {folder}: {exc.strerror or exc}")
+
+
 @contextlib.contextmanager
 def held_stderr() -> Iterator[None]:
     """Hold what is written to ``sys.stderr`` while the block runs, and print it after, unless the block failed on
@@ -317,10 +325,8 @@ class StagedFiles:
             self.dir = temp_dir(self.out_dir, STAGE, "stage")
         except BaseException as exc:
             self.discard()
-            if isinstance(exc, OSError) and is_disk_full(exc):
-                raise DiskFullError(disk_full_message(self.out_dir)) from None
             if isinstance(exc, OSError):
-                raise OutputError(f"cannot write to {self.out_dir}: {exc.strerror or exc}") from None
+                raise write_error(exc, self.out_dir) from None
             raise
         return self
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import DiskFullError, OutputError
+from .errors import OutputError
 
 log = logging.getLogger("gsrcl.demo")
 
@@ -167,11 +167,9 @@ def run_demo(
         out.mkdir(parents=True, exist_ok=True)
         (out / MARKER).write_text("written by gsrcl demo: its outputs here are replaced by the next demo run\n")
     except OSError as exc:
-        from .atomic import disk_full_message, is_disk_full
+        from .atomic import write_error
 
-        if is_disk_full(exc):
-            raise DiskFullError(disk_full_message(out)) from None
-        raise OutputError(f"cannot write to {out}: {exc.strerror or exc}") from None
+        raise write_error(exc, out) from None
     query_path = out / "query.h5ad"
     _write_h5ad(query, query_path)
 

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from .atomic import disk_full_as_error, is_disk_full, locked, recover_dirs, replace_dir, temp_dir
+from .atomic import disk_full_as_error, locked, recover_dirs, replace_dir, temp_dir, write_error
 from .versions import versions
 from .errors import InvalidReferenceError, OutputError
 
@@ -309,9 +309,7 @@ class Reference:
                 recover_dirs(root)
                 tmp = temp_dir(root, name)
             except OSError as exc:
-                if is_disk_full(exc):
-                    raise
-                raise OutputError(f"cannot write to {refdir}: {exc.strerror or exc}") from None
+                raise write_error(exc, refdir) from None
             manifest = dict(self.manifest, name=name)
             np.savez(tmp / ARRAYS, **self.arrays)
             with open(tmp / ARRAYS, "rb+") as fh:  # on disk before the reference is put in place

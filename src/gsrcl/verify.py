@@ -17,7 +17,7 @@ from typing import Any
 import anndata as ad
 import pandas as pd
 
-from .atomic import disk_full_as_error, held_stderr, is_disk_full, remove_stale, temp_file
+from .atomic import disk_full_as_error, held_stderr, remove_stale, temp_file, write_error
 from .errors import OutputError
 from .genes import GeneMatch, align, check_overlap, gene_record
 from .reference import Reference, read_manifest
@@ -178,9 +178,7 @@ def write_verified(adata: ad.AnnData, out_dir: str | os.PathLike, *, overwrite: 
             remove_stale(out_dir)
             tmp = temp_file(out_dir, VERIFIED)
         except OSError as exc:
-            if is_disk_full(exc):
-                raise
-            raise OutputError(f"cannot write to {out_dir}: {exc.strerror or exc}") from None
+            raise write_error(exc, out_dir) from None
         with held_stderr():
             adata.write_h5ad(tmp)
         os.replace(tmp, target)
