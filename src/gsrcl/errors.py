@@ -65,6 +65,10 @@ OutputError = _error("OutputError", 82, "output exists (use --overwrite) or cann
 LabelsError = _error("LabelsError", 83, "training labels missing or unusable", 147)
 DiskFullError = _error("DiskFullError", 84, "disk full or over quota")
 OutOfMemoryError = _error("OutOfMemoryError", 86, "out of memory", 1)
+DownloadError = _error("DownloadError", 87,
+                       "a download failed (offline, HTTP error, or not the expected archive)")
+UnsafeFileError = _error("UnsafeFileError", 88,
+                         "a file would run code or escape its folder if read (refused, nothing read)")
 
 # An alias that does not shadow Python's built-in ReferenceError.
 InvalidReferenceError = ReferenceError_
