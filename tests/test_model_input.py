@@ -61,3 +61,23 @@ def test_the_manifest_section_round_trips_and_old_manifests_load():
         assert loaded.to_manifest() == old and loaded.library_size == CP10K
     older = ModelInput.from_manifest({"expected": "log1p", "transform": "none", "log_base": math.e})
     assert older.library_size is None and older.log_base == math.e
+
+
+def test_the_original_log_keeps_zeros_at_zero_and_is_the_original_value_less_that_of_a_zero():
+    import torch
+
+    from gsrcl.model_input import ModelInput, original_log, zero_value
+
+    X = sp.csr_matrix(np.array([[0, 1, 7], [250, 0, 3]], dtype=np.float32))
+    out = original_log(X, 1e-6)
+    assert out.nnz == X.nnz and out.dtype == np.float32
+    original = torch.log((torch.from_numpy(X.toarray()) + 1.0) + 1e-6).numpy()
+    c = zero_value(1e-6)
+    assert np.isclose(float(c), 9.5367386e-07, rtol=1e-6)
+    np.testing.assert_allclose(out.toarray() + c, original, rtol=0, atol=2e-7)
+    model_input = ModelInput(expected="counts", offset=1e-6)
+    again = ModelInput.from_manifest(model_input.to_manifest())
+    assert again == model_input and model_input.to_manifest()["transform"] == "original_log"
+    np.testing.assert_array_equal(again.transform(X, "counts").toarray(), out.toarray())
+    logged = sp.csr_matrix(np.log1p(X.toarray()))
+    np.testing.assert_allclose(again.transform(logged, "log1p").toarray(), logged.toarray(), rtol=1e-6)

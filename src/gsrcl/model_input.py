@@ -25,9 +25,10 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from .errors import ValuesError
 from .values import CP10K, ValueReport, detect_values, log1p_normalized, to_model_input
 
-__all__ = ["ModelInput", "log1p_cp10k"]
+__all__ = ["ModelInput", "log1p_cp10k", "original_log", "zero_value"]
 
 log = logging.getLogger("gsrcl.model_input")
 
@@ -47,12 +48,18 @@ class ModelInput:
         Each cell scaled to this total before log1p (None: not scaled).
     message : str
         What the value detection said about the reference's data.
+    offset : float or None
+        The original tool's log: values on the count scale (counts, normalised values) become
+        ``log((x + 1) + offset)`` in float32, as the original tool computes them, less that value at zero, so
+        that zeros stay zeros (`original_log`). The model then carries the value of a zero: an imported
+        reference's first layer and its SVMs on the genes hold it (`gsrcl.original.importer`). None: log1p.
     """
 
     expected: str
     log_base: float | None = None
     library_size: float | None = None
     message: str = ""
+    offset: float | None = None
 
     # --- fitting and the manifest ------------------------------------------------------------------------
     @classmethod
@@ -91,6 +98,7 @@ class ModelInput:
             # then each cell scaled to this total on the count scale and logged again (None: not scaled)
             "library_size": self.library_size,
             "message": self.message,
+            **({"offset": self.offset, "transform": "original_log"} if self.offset else {}),
         }
 
     @classmethod
@@ -98,8 +106,10 @@ class ModelInput:
         """The model input recorded in a manifest's ``values`` section (any reference format version)."""
         size = values.get("library_size")
         base = values.get("log_base")
+        offset = values.get("offset")
         return cls(expected=str(values.get("expected", "")), log_base=float(base) if base else None,
-                   library_size=float(size) if size else None, message=str(values.get("message", "")))
+                   library_size=float(size) if size else None, message=str(values.get("message", "")),
+                   offset=float(offset) if offset else None)
 
     # --- applying it -------------------------------------------------------------------------------------
     def log1p(self, X, kind: ValueReport | str | None = None) -> sp.csr_matrix:
@@ -113,7 +123,12 @@ class ModelInput:
             For scaled (negative) values.
         """
         if kind is None:
-            return to_model_input(X, self.expected, log_base=self.log_base)
+            kind = self.expected
+            if self.offset is None:
+                return to_model_input(X, kind, log_base=self.log_base)
+        name = kind.kind if isinstance(kind, ValueReport) else kind
+        if self.offset is not None and name in ("counts", "normalized"):
+            return original_log(X, self.offset)
         return to_model_input(X, kind)
 
     def normalize(self, Xm: sp.csr_matrix) -> sp.csr_matrix:
@@ -135,6 +150,29 @@ class ModelInput:
         """log1p CP10k of the model input ``Xm``: ``Xm`` itself (as CSR float32) when it is log1p CP10k
         already."""
         return sp.csr_matrix(Xm, dtype=np.float32) if self.is_cp10k else log1p_normalized(Xm, CP10K)
+
+
+def zero_value(offset: float) -> np.float32:
+    """The original tool's log of a zero, ``log((0 + 1) + offset)`` in float32 (9.5367386e-07 for 1e-6)."""
+    return np.log(np.float32(1.0) + np.float32(offset))
+
+
+def original_log(X, offset: float) -> sp.csr_matrix:
+    """Values on the count scale as the original tool logs them, ``log((x + 1) + offset)`` computed in float32,
+    less `zero_value` (in float64, then float32), so that zeros stay zeros (CSR float32, a copy).
+
+    Raises
+    ------
+    ValuesError
+        For negative values.
+    """
+    out = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    if out.data.size and out.data.min() < 0:
+        raise ValuesError("the values are scaled or centred (negative values): the model needs raw counts or "
+                          "log1p values; give the counts (e.g. .raw or a counts layer)")
+    logged = np.log((out.data + np.float32(1.0)) + np.float32(offset))
+    out.data = (logged.astype(np.float64) - float(zero_value(offset))).astype(np.float32)
+    return out
 
 
 def log1p_cp10k(X, kind: ValueReport | str) -> sp.csr_matrix:

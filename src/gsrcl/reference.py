@@ -214,6 +214,7 @@ class Reference:
         training: dict[str, Any],
         validation: dict[str, Any],
         novelty=None,
+        imported: dict[str, Any] | None = None,
     ) -> "Reference":
         """A reference of a fitted model, its manifest assembled here from every part (the one place it is).
 
@@ -232,6 +233,9 @@ class Reference:
             The training summary and the validation scores.
         novelty : NoveltyModel, optional
             Stored under ``novelty.``.
+        imported : dict, optional
+            For a reference imported from the original tool (`gsrcl.original.importer`): what it was made from,
+            recorded as the manifest's ``imported``.
 
         Raises
         ------
@@ -262,6 +266,8 @@ class Reference:
             "versions": versions("numpy", "torch", "scikit-learn"),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        if imported is not None:
+            manifest["imported"] = imported
         check_consistent(manifest)
         ref = cls(manifest=manifest, arrays=arrays)
         ref._model = model

@@ -49,6 +49,7 @@ def describe(manifest: dict[str, Any], *, all_genes: bool = False) -> str:
         Several lines, without a trailing newline.
     """
     lines = [_heading(manifest)]
+    lines += _imported(_dict(manifest.get("imported")))
     lines += _training(_dict(manifest.get("training")))
     lines += _validation(manifest)
     lines += _cell_types(manifest)
@@ -65,6 +66,23 @@ def _heading(m: dict[str, Any]) -> str:
     others = ", ".join(f"{k} {v}" for k, v in versions.items())
     return (f"{m.get('name', '')}: {m.get('method', '')} ({m.get('preset', '')} preset), created "
             f"{m.get('created', 'unknown')} by {made_by}" + (f" ({others})" if others else ""))
+
+
+def _imported(i: dict[str, Any]) -> list[str]:
+    """Where an imported reference came from (`gsrcl.original.importer`)."""
+    if not i:
+        return []
+    source = _dict(i.get("from"))
+    where = source.get("url") or source.get("archive") or source.get("source") or "?"
+    lines = [f"imported from the original {i.get('method', '?')} reference {i.get('original_name', '?')!r} ({where})"]
+    files = _dict(i.get("files"))
+    if files:
+        lines.append(f"  {len(files)} original files, SHA-256 recorded: " + ", ".join(list(files)[:4])
+                     + (", ..." if len(files) > 4 else ""))
+    versions = sorted({str(v) for v in _dict(i.get("svm_versions")).values()})
+    if versions:
+        lines.append(f"  SVMs pickled by scikit-learn {', '.join(versions)}")
+    return lines
 
 
 def _training(t: dict[str, Any]) -> list[str]:
@@ -128,6 +146,8 @@ def _cell_types(m: dict[str, Any]) -> list[str]:
     validation = _dict(m.get("validation"))
     tasks = _dict(validation.get("tasks"))
     metric = str(validation.get("metric", "score")).upper()
+    if not train and not tasks:  # e.g. an imported reference: no record of its training cells
+        return [f"cell types ({len(types)}): " + ", ".join(types)]
     cols = ["cell type", "training", "validation"]
     if tasks:
         cols += [f"validation {metric}", "input", "epoch"]

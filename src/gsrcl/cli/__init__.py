@@ -13,7 +13,8 @@ import warnings
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, GsrclError, OutOfMemoryError
 
-COMMANDS = ("verify", "train", "predict", "references", "demo")
+COMMANDS = ("verify", "train", "predict", "references", "import", "demo")
+MODULES = {"import": "import_original"}  # a command whose module has another name ("import" is a keyword)
 
 TRAINING_COMMANDS = ("train", "demo")  # the commands that train a model: malloc is tuned for them
 
@@ -29,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         try:
-            module = importlib.import_module(f"{__name__}.{name}")
+            module = importlib.import_module(f"{__name__}.{MODULES.get(name, name)}")
         except ModuleNotFoundError as exc:  # a command still being written is simply absent
             if exc.name and exc.name.startswith(__name__):
                 continue
