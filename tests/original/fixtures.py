@@ -113,15 +113,16 @@ def write_genes(folder: Path, name: str, genes: list[str]) -> None:
 
 def make_gsrcl_folder(folder, *, name: str = "Toy", genes=GENES, types=TYPES, genes_only=("monocyte",),
                       batchnorm: bool = False, dropout: bool = False, enc: int = 32, out: int = 16,
-                      seed: int = 0) -> Path:
+                      seed: int = 0, cells=None) -> Path:
     """An original GsRCL reference folder ``folder/name``: per type an encoder checkpoint and its SVM, or (types
-    in ``genes_only``) one SVM on the transformed genes."""
+    in ``genes_only``) one SVM on the transformed genes. ``cells``: the SVMs' training cells (counts over
+    ``genes``, and their labels as indices into ``types``); default 240 synthetic cells."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     ref = Path(folder) / name
     ref.mkdir(parents=True)
     write_genes(ref, name, genes)
-    X, y = counts(240, genes, rng, types)
+    X, y = counts(240, genes, rng, types) if cells is None else cells
     for k, cell_type in enumerate(types):
         target = (y == k).astype(np.int32)
         if cell_type in genes_only:
@@ -138,8 +139,9 @@ def make_gsrcl_folder(folder, *, name: str = "Toy", genes=GENES, types=TYPES, ge
     return ref
 
 
-def make_afrcl_folder(folder, *, name: str = "Toy", genes=GENES, types=TYPES, seed: int = 0) -> Path:
-    """An original AF-RCL reference folder ``folder/name`` at the original's fixed sizes."""
+def make_afrcl_folder(folder, *, name: str = "Toy", genes=GENES, types=TYPES, seed: int = 0, cells=None) -> Path:
+    """An original AF-RCL reference folder ``folder/name`` at the original's fixed sizes (``cells`` as
+    `make_gsrcl_folder`)."""
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
     ref = Path(folder) / name
@@ -151,7 +153,7 @@ def make_afrcl_folder(folder, *, name: str = "Toy", genes=GENES, types=TYPES, se
         for block in (net.encoder[3], net.proj_head[1]):
             block.bnorm.reset_running_stats()
     torch.save(net.state_dict(), ref / f"{name}_pretrained_encoder.pt")
-    X, y = counts(240, genes, rng, types)
+    X, y = counts(240, genes, rng, types) if cells is None else cells
     joblib.dump(_svc(_embed(net, X), y.astype(np.int64), seed), ref / f"{name}_svm.joblib")
     joblib.dump({np.str_(t): i for i, t in enumerate(sorted(types))}, ref / f"{name}_cell_type_dict.joblib")
     return ref
