@@ -251,6 +251,19 @@ def test_report_marks_our_entries_below_the_best_baseline_less_the_margin(tmp_pa
     assert (tmp_path / "bars.png").stat().st_size > 0
 
 
+def test_report_gives_each_of_our_methods_mean_and_worst_margin_to_the_best_baseline():
+    ok = lambda f1: {"status": "ok", "metrics": {"macro_f1": f1}}
+    tasks = {"a": {"methods": {"gsrcl": ok(0.90), "afrcl": ok(0.99), "svm": ok(0.95), "celltypist": ok(0.97)}},
+             "b": {"methods": {"gsrcl": ok(0.80), "afrcl": ok(0.50), "svm": ok(0.79)}},
+             "c": {"methods": {"gsrcl": ok(0.70)}}}  # no baseline ran: no margin
+    spread = report.margins({"tasks": tasks})
+    assert spread["gsrcl"] == [("a", pytest.approx(-0.07)), ("b", pytest.approx(0.01))]
+    assert spread["afrcl"] == [("a", pytest.approx(0.02)), ("b", pytest.approx(-0.29))]
+    text = "\n".join(report.margin_table({"tasks": tasks}))
+    assert "| afrcl | 2 | -0.135 | -0.290 | b |" in text
+    assert "| gsrcl | 2 | -0.030 | -0.070 | a |" in text
+
+
 def test_report_gives_unseen_aurocs_to_four_decimals():
     # AUROCs near 1 differ in the fourth decimal (0.9995 against 0.9992 reads 1.000 against 0.999 otherwise)
     def entry(**aurocs):
