@@ -13,7 +13,7 @@ import warnings
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, GsrclError, OutOfMemoryError
 
-COMMANDS = ("verify", "train", "predict", "references", "demo")
+COMMANDS = ("verify", "train", "predict", "references", "demo", "serve")
 
 TRAINING_COMMANDS = ("train", "demo")  # the commands that train a model: malloc is tuned for them
 
