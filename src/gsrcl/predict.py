@@ -20,6 +20,8 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable
 
@@ -52,6 +54,7 @@ __all__ = [
     "model_input",
     "predict",
     "prepare",
+    "reporting_progress",
 ]
 
 
@@ -380,9 +383,27 @@ def rows_in(rows: np.ndarray, start: int, stop: int) -> np.ndarray:
     return rows[lo:hi] - start
 
 
+_PROGRESS: ContextVar[Callable[[str, int], Any] | None] = ContextVar("gsrcl_progress", default=None)
+
+
+@contextmanager
+def reporting_progress(factory: Callable[[str, int], Any]):
+    """Within this block, prediction's progress (its pass over the query, the neighbourhoods' passes) goes to
+    ``factory(pass name, cells)`` instead of tqdm bars; the object it returns needs ``update(n)``, ``close()``
+    and use as a context manager, as a tqdm bar has (``gsrcl serve``'s jobs report a percentage through it)."""
+    token = _PROGRESS.set(factory)
+    try:
+        yield
+    finally:
+        _PROGRESS.reset(token)
+
+
 def _progress(quiet: bool) -> Callable[[str, int], Any]:
     from tqdm.auto import tqdm
 
+    hook = _PROGRESS.get()
+    if hook is not None:
+        return hook
     return lambda name, total: tqdm(total=total, unit="cells", desc=name, disable=quiet, leave=False)
 
 

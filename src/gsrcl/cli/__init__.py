@@ -13,7 +13,7 @@ import warnings
 from .. import __version__
 from ..errors import EXIT_INTERRUPTED, GsrclError, OutOfMemoryError
 
-COMMANDS = ("verify", "train", "predict", "references", "import", "demo")
+COMMANDS = ("verify", "train", "predict", "references", "import", "demo", "serve")
 MODULES = {"import": "import_original"}  # a command whose module has another name ("import" is a keyword)
 
 TRAINING_COMMANDS = ("train", "demo")  # the commands that train a model: malloc is tuned for them
