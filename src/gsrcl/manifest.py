@@ -98,6 +98,15 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     return manifest
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """The SHA-256 (hex) of a file's bytes, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def manifest_checksum(manifest: dict[str, Any]) -> str:
     """The SHA-256 (hex) of the manifest's `CHECKED_FIELDS`, as canonical JSON (keys sorted, no spaces, ASCII).
 

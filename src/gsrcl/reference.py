@@ -24,7 +24,6 @@ the cell types' order, the model input), which cannot catch a reordered gene lis
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import shutil
@@ -41,7 +40,7 @@ from .errors import InvalidReferenceError, OutputError
 
 from .manifest import (  # noqa: F401  (re-exported: the format's names belong with the reference too)
     ARRAYS, CHECKED_FIELDS, CHECKSUM, FORMAT, FORMAT_VERSION, MANIFEST, NOVELTY_PREFIX, VALUE_KINDS,
-    check_consistent, manifest_checksum, read_manifest,
+    check_consistent, file_sha256, manifest_checksum, read_manifest,
 )
 
 
@@ -114,14 +113,6 @@ def check_target(refdir: str | os.PathLike, name: str, *, overwrite: bool = Fals
             "writable"
         ) from None
     return target
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass
@@ -320,7 +311,7 @@ class Reference:
             np.savez(tmp / ARRAYS, **self.arrays)
             with open(tmp / ARRAYS, "rb+") as fh:  # on disk before the reference is put in place
                 os.fsync(fh.fileno())
-            manifest["files"] = {ARRAYS: {"sha256": _sha256(tmp / ARRAYS), "bytes": (tmp / ARRAYS).stat().st_size}}
+            manifest["files"] = {ARRAYS: {"sha256": file_sha256(tmp / ARRAYS), "bytes": (tmp / ARRAYS).stat().st_size}}
             manifest[CHECKSUM] = manifest_checksum(manifest)  # last: it covers "files"
             with open(tmp / MANIFEST, "w") as fh:
                 json.dump(manifest, fh, indent=1)
@@ -353,7 +344,7 @@ class Reference:
         if not arrays_path.is_file():
             raise InvalidReferenceError(f"reference {path} lacks {ARRAYS}: rebuild it with 'gsrcl train'")
         expected = manifest.get("files", {}).get(ARRAYS, {}).get("sha256")
-        if expected != _sha256(arrays_path):
+        if expected != file_sha256(arrays_path):
             raise InvalidReferenceError(
                 f"reference {path}: {ARRAYS} does not match the checksum in {MANIFEST} (changed or damaged); "
                 "rebuild it with 'gsrcl train'"

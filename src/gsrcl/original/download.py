@@ -37,6 +37,7 @@ from typing import Sequence
 
 from .. import __version__
 from ..atomic import is_disk_full
+from ..manifest import file_sha256
 from ..errors import DiskFullError, DownloadError, GsrclError, OutputError
 from ..reference import check_target
 from .published import METHODS, PublishedReference, find
@@ -370,14 +371,6 @@ def fetch(url: str, part: Path, *, size: int | None = None, quiet: bool = False,
 
 
 # --- checking ----------------------------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def verify(path: Path, ref: PublishedReference, url: str) -> str:
     """Check a downloaded archive, and remove it when it fails: its size and sha256 where ``ref`` knows them, and
     that it is a zip whose every member reads back with the right CRC.
@@ -401,7 +394,7 @@ def verify(path: Path, ref: PublishedReference, url: str) -> str:
     size = path.stat().st_size
     if ref.size is not None and size != ref.size:
         raise refuse(f"has {size} bytes where the published archive has {ref.size}")
-    digest = _sha256(path)
+    digest = file_sha256(path)
     if ref.sha256 is not None and digest != ref.sha256.lower():
         raise refuse(f"is not the published one (sha256 {digest[:12]}..., expected {ref.sha256[:12]}...)")
     try:

@@ -22,7 +22,6 @@ original file, the scikit-learn version that pickled each SVM where it says, and
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import shutil
@@ -33,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import GsrclError, InvalidReferenceError, MissingPathError
+from ..manifest import file_sha256
 from ..model_input import ModelInput, zero_value
 from .checkpoints import EncoderWeights, read_afrcl_encoder, read_gsrcl_checkpoint
 from .layout import METHODS, OriginalLayout, find_layout, read_genes, unpack_zip
@@ -43,14 +43,6 @@ log = logging.getLogger("gsrcl.original.importer")
 
 LOG_OFFSET = 1e-6  # the original's log((x + 1) + 1e-6)
 PRESET = "original"  # the manifest's preset of an imported reference
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def import_original(source: str | os.PathLike, refdir: str | os.PathLike, name: str, *, method: str | None = None,
@@ -112,7 +104,7 @@ def import_original(source: str | os.PathLike, refdir: str | os.PathLike, name: 
             work = temp_dir(root, name)
             log.info("unpacking %s", source.name)
             folder = unpack_zip(source, work)
-            archive = {"archive": source.name, "archive_sha256": _sha256(source)}
+            archive = {"archive": source.name, "archive_sha256": file_sha256(source)}
         layout = find_layout(folder, method)
         record = {"source": str(source.resolve()), **(archive or {}), **(origin or {})}
         ref = build_reference(layout, name, record=record, quiet=quiet)
@@ -158,7 +150,7 @@ def build_reference(layout: OriginalLayout, name: str, *, record: dict[str, Any]
         "from": record or {},
         "method": layout.method,
         "original_name": layout.name,
-        "files": {p.name: _sha256(p) for p in files},
+        "files": {p.name: file_sha256(p) for p in files},
         **details,
     }
     model_input = ModelInput(
