@@ -22,12 +22,20 @@ psutil and the child reports its own peak (VmHWM); the larger is reported. Timin
   same annotator written with scikit-learn runs instead; the table says which ran. A run whose RSS passes ``--mem-limit`` GB is stopped and reported as
   such (CellTypist needed 12 GB for 50,000 cells when measured before).
 
+- ``--dask local:1,local:2`` also runs each method on a Dask ``LocalCluster`` of that many worker processes (one
+  thread each; ``gsrcl predict --dask``), in the same run: cells/s against the single-process run of the same
+  size ("vs single"), the peak memory of each worker process and of the client (the process that runs
+  ``predict_files``, which must not hold the matrix). The cluster's start (and the workers' imports) is timed
+  apart; the workers' loading of the reference is part of the run, as the single process's is.
+
 Targets: AF-RCL >= the baseline's cells/s, GsRCL >= a quarter of it, peak memory < 3 GB whatever the size.
 
     .venv/bin/python benchmarks/predict.py --cells 10000
     .venv/bin/python benchmarks/predict.py --cells 10000,100000,1000000 --mem-limit 16
     .venv/bin/python benchmarks/predict.py --cells 100000 --methods afrcl --baseline none --without-neighbours
     .venv/bin/python benchmarks/predict.py --cells 1000000 --methods afrcl --neighbours-only
+    .venv/bin/python benchmarks/predict.py --cells 1000000 --methods afrcl --baseline none --no-tsne \
+        --dask local:1,local:2 --out benchmarks/results/predict_dask.json
 
 Timings taken while other work shares the CPUs are not trustworthy: the JSON records the load average at the
 start and end of the run.
@@ -122,19 +130,44 @@ def worker_train(method: str, refdir: Path, epochs: int) -> dict:
     return {"seconds": time.perf_counter() - t0}
 
 
-def worker_gsrcl(query: Path, ref: Path, out: Path, block_size: int, plot: bool, neighbours: int | None = None) -> dict:
+def _warm() -> None:
+    """A worker's imports, done before the timing (a standing cluster has them done)."""
+    import gsrcl.distributed  # noqa: F401
+    import gsrcl.methods.afrcl  # noqa: F401
+    import gsrcl.methods.gsrcl  # noqa: F401
+
+
+def worker_gsrcl(query: Path, ref: Path, out: Path, block_size: int, plot: bool, neighbours: int | None = None,
+                 dask: str | None = None) -> dict:
+    import contextlib
+
     from gsrcl import Reference
     from gsrcl.outputs import predict_files
 
-    base = _vmhwm()
-    t0 = time.perf_counter()
-    extra = {} if neighbours is None else {"neighbours": neighbours}
-    summary = predict_files(query, Reference.load(ref), out, block_size=block_size, overwrite=True, plot=plot,
-                            quiet=True, **extra)
-    total = time.perf_counter() - t0
-    return {"seconds": total - summary["seconds_tsne"], "seconds_tsne": summary["seconds_tsne"],
-            "seconds_neighbours": summary["prediction"].info["neighbours"].get("seconds", 0.0),
-            "cells": summary["n_cells"], "peak_rss_self": _vmhwm(), "rss_after_imports": base}
+    t_start = time.perf_counter()
+    if dask:
+        from gsrcl.distributed import connect
+
+        cluster = connect(dask)
+    else:
+        cluster = contextlib.nullcontext()
+    with cluster as client:
+        if client is not None:
+            client.run(_warm)
+        startup = time.perf_counter() - t_start
+        base = _vmhwm()
+        t0 = time.perf_counter()
+        extra = {} if neighbours is None else {"neighbours": neighbours}
+        summary = predict_files(query, Reference.load(ref), out, block_size=block_size, overwrite=True, plot=plot,
+                                quiet=True, client=client, **extra)
+        total = time.perf_counter() - t0
+        workers = sorted(client.run(_vmhwm).values()) if client is not None else None
+    r = {"seconds": total - summary["seconds_tsne"], "seconds_tsne": summary["seconds_tsne"],
+         "seconds_neighbours": summary["prediction"].info["neighbours"].get("seconds", 0.0),
+         "cells": summary["n_cells"], "peak_rss_self": _vmhwm(), "rss_after_imports": base}
+    if client is not None:
+        r.update(seconds_cluster_start=startup, peak_rss_workers=workers, peak_rss_client=r["peak_rss_self"])
+    return r
 
 
 def worker_neighbours(query: Path, ref: Path, block_size: int) -> dict:
@@ -238,13 +271,14 @@ def _worker(argv: list[str]) -> None:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--plot", action="store_true")
     p.add_argument("--neighbours", type=int)
+    p.add_argument("--dask")
     a = p.parse_args(argv)
     if a.job == "train":
         r = worker_train(a.method, a.ref, a.epochs)
     elif a.job == "neighbours":
         r = worker_neighbours(a.query, a.ref, a.block_size)
     elif a.job == "gsrcl":
-        r = worker_gsrcl(a.query, a.ref, a.out, a.block_size, a.plot, a.neighbours)
+        r = worker_gsrcl(a.query, a.ref, a.out, a.block_size, a.plot, a.neighbours, a.dask)
     else:
         r = worker_baseline(a.query, a.out, a.method)
     print("RESULT " + json.dumps(r), flush=True)
@@ -317,6 +351,24 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def dask_table(rows: list[dict]) -> str:
+    """The --dask rows: cells/s against the single-process run, the client's and each worker's peak memory."""
+    lines = ["| cells | annotator | cells/s | vs single | client peak | each worker's peak | cluster start s |",
+             "|---:|---|---:|---:|---:|---|---:|"]
+    for r in rows:
+        if "dask" not in r:
+            continue
+        if "error" in r:
+            lines.append(f"| {r['cells']:,} | {r['name']} | - | - | - | - | {r['error']} |")
+            continue
+        ratio = r.get("vs_single")
+        workers = ", ".join(f"{w / 2**30:.2f} GB" for w in r["peak_rss_workers"])
+        lines.append(f"| {r['cells']:,} | {r['name']} | {r['cells_per_s']:,.0f} | "
+                     f"{'' if ratio is None else f'{ratio:.2f}x'} | {r['peak_rss_client'] / 2**30:.2f} GB | "
+                     f"{workers} | {r['seconds_cluster_start']:.1f} |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     from gsrcl.versions import versions
 
@@ -340,6 +392,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--without-neighbours", action="store_true",
                    help="also run each method with --neighbours 0, in the same run: the cost of the query "
                    "neighbourhoods that obs['unseen_score'] is averaged over")
+    p.add_argument("--dask", default="", metavar="local:1,local:2",
+                   help="also run each method on these Dask clusters (comma-separated: local:N or an address)")
     p.add_argument("--keep", action="store_true", help="keep the query files and outputs in benchmarks/scratch")
     p.add_argument("--retrain", action="store_true", help="train the references again even if scratch holds them")
     p.add_argument("--out", type=Path, default=RESULT)
@@ -390,25 +444,38 @@ def main(argv: list[str] | None = None) -> int:
         elif kind != "none":
             rows.append({"cells": n, "name": f"baseline: {kind}", "error": f"skipped above {a.baseline_max_cells:,} cells",
                          "peak_rss": 0})
-        runs = [(m, None) for m in methods] + ([(m, 0) for m in methods] if a.without_neighbours else [])
+        clusters = [c for c in a.dask.split(",") if c]
+        runs = [(m, None, None) for m in methods] + ([(m, 0, None) for m in methods] if a.without_neighbours else [])
+        runs += [(m, None, c) for m in methods for c in clusters]
         runs = [] if a.neighbours_only else runs
-        for m, neighbours in runs:
+        single: dict[str, float] = {}
+        for m, neighbours, cluster in runs:
             name = m if neighbours is None else f"{m} --neighbours 0"
+            name += f" --dask {cluster}" if cluster else ""
             print(f"{n:,} cells: gsrcl predict, {name} ...", flush=True)
             args = ["gsrcl", "--query", str(query), "--ref", str(refdir / m), "--out", str(SCRATCH / f"out_{n}_{m}"),
                     "--block-size", str(a.block_size)] + ([] if a.no_tsne else ["--plot"])
             args += [] if neighbours is None else ["--neighbours", str(neighbours)]
+            args += ["--dask", cluster] if cluster else []
             r = run_measured(args, a.mem_limit, a.timeout)
             r.update(cells=n, name=name, target=1.0 if m == "afrcl" else 0.25)
+            if cluster:
+                r["dask"] = cluster
             if "error" not in r:
                 r["cells_per_s"] = n / r["seconds"]
                 r["ratio"] = None if base_rate is None else r["cells_per_s"] / base_rate
+                if not cluster and neighbours is None:
+                    single[m] = r["cells_per_s"]
+                elif cluster:
+                    r["vs_single"] = r["cells_per_s"] / single[m] if m in single else None
             rows.append(r)
         if not a.keep:
             query.unlink(missing_ok=True)
             for d in SCRATCH.glob(f"out_{n}_*"):
                 shutil.rmtree(d, ignore_errors=True)
     md = table(rows)
+    if a.dask:
+        md += "\n\n" + dask_table(rows)
     print(md)
     result = {
         "command": "benchmarks/predict.py " + " ".join(argv),

@@ -136,7 +136,7 @@ def test_predict_on_a_full_disk_exits_with_its_code_and_leaves_out_as_it_was(mon
                                                                             query_file, step):
     import gsrcl.outputs as outputs
 
-    target = {"add": (outputs._H5adXWriter, "_add"), "finish": (outputs._H5adXWriter, "_finish"),
+    target = {"add": (outputs.H5adXWriter, "_add"), "finish": (outputs.H5adXWriter, "_finish"),
               "csv": (outputs, "_csv")}[step]
     fail_at(monkeypatch, *target, k=1, exc=H5PY_ENOSPC if step != "csv" else ENOSPC)
     out = tmp_path / "out"

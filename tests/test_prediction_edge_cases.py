@@ -185,7 +185,7 @@ def test_forcing_the_value_kind_does_not_let_negative_values_through(ref, query,
 
 
 def test_a_negative_value_after_the_rows_looked_at_first_is_refused(ref, query, monkeypatch):
-    from gsrcl import predict as predict_module
+    from gsrcl import preparation as predict_module
 
     monkeypatch.setattr(predict_module, "VALUE_SAMPLE_CELLS", 10)
     with pytest.raises(errors.ValuesError, match="negative"):

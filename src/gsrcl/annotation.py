@@ -203,6 +203,7 @@ def annotate(
     seed: int = 0,
     quiet: bool = False,
     insert_prob: bool = False,
+    client=None,
 ):
     """Annotate a query held in memory with a reference; returns an annotated copy.
 
@@ -240,6 +241,10 @@ def annotate(
     insert_prob : bool
         Also add ``obs['prob_<type>']``: each reference type's reported probability (a ``/`` in a type name
         becomes ``_``), to colour a plot by one type.
+    client : dask.distributed.Client, optional
+        Predict on this Dask cluster (`gsrcl.distributed`): the same result, the blocks (scattered to the workers
+        from memory) computed by its workers. For a query file, ``gsrcl.outputs.predict_files(...,
+        client=client)`` lets the workers read it themselves.
 
     Returns
     -------
@@ -265,6 +270,8 @@ def annotate(
     InvalidReferenceError
         When the reference cannot be loaded, ``novelty_cutoff`` is asked of one without a novelty model, or one
         of its cell types is named ``Unassigned``.
+    SchedulerError
+        With ``client``, when the Dask cluster fails (a scattered block lost with its worker included).
     """
     from .io.source import QuerySource
     from .verify import UNS_KEY as VERIFY_KEY
@@ -279,7 +286,12 @@ def annotate(
     want_plot = plot is not False and plot is not None
     source = QuerySource.from_anndata(adata)
     prepared = prepare(source, ref, settings.log, verify_record)
-    pred = predict(source, ref, prepared, settings, novelty_max=novelty_max, embed=want_plot)
+    if client is None:
+        pred = predict(source, ref, prepared, settings, novelty_max=novelty_max, embed=want_plot)
+    else:
+        from .distributed import predict_on_cluster
+
+        pred = predict_on_cluster(client, source, ref, prepared, settings, novelty_max=novelty_max, embed=want_plot)
     coords, tsne = tsne_of(pred.embedding, len(pred.proba), seed=settings.seed) if want_plot else (None, None)
     params = {**settings.record(), "insert_prob": bool(insert_prob)}
     obs, obsm, uns = annotations(pred, ref, params=params, tsne=tsne, source={"format": "anndata"},

@@ -69,6 +69,8 @@ DownloadError = _error("DownloadError", 87,
                        "a download failed (offline, HTTP error, or not the expected archive)")
 UnsafeFileError = _error("UnsafeFileError", 88,
                          "a file would run code or escape its folder if read (refused, nothing read)")
+SchedulerError = _error("SchedulerError", 89,
+                        "the Dask scheduler cannot be reached, or the cluster failed (nothing written)")
 
 # An alias that does not shadow Python's built-in ReferenceError.
 InvalidReferenceError = ReferenceError_

@@ -88,9 +88,19 @@ class GeneMoments:
 
     def add(self, N: sp.csr_matrix) -> None:
         """Add the cells of ``N`` (cells x genes, log1p CP10k)."""
-        self.m += N.shape[0]
+        self.merge(self.partial(N))
+
+    @staticmethod
+    def partial(N: sp.csr_matrix) -> tuple[int, np.ndarray, np.ndarray]:
+        """The cells, per-gene sums and sums of squares of one block ``N``: what `merge` adds."""
         s = np.asarray(N.sum(axis=0), dtype=np.float64).ravel()
         q = np.asarray(N.multiply(N).sum(axis=0), dtype=np.float64).ravel()
+        return N.shape[0], s, q
+
+    def merge(self, part: tuple[int, np.ndarray, np.ndarray]) -> None:
+        """Add one block's `partial`; blocks merged in the query's order give the same sums as `add`."""
+        m, s, q = part
+        self.m += int(m)
         self.total, self.squares = (s, q) if self.total is None else (self.total + s, self.squares + q)
 
 
@@ -170,39 +180,89 @@ class QueryNeighbours:
         ValueError
             When there are too few cells, or the blocks give another number of cells than expected.
         """
-        n = int(n_cells)
-        if n < min_cells(self.n_neighbors):
-            raise ValueError(f"{n} cells are too few for neighbourhoods of {self.n_neighbors} "
-                             f"(at least {min_cells(self.n_neighbors)} are needed)")
-        rows = fit_rows(n, self.seed)
-        m_expected = n if rows is None else len(rows)
+        rows = self.fit_rows(n_cells)
+        m_expected = int(n_cells) if rows is None else len(rows)
         if moments is None:
             moments = GeneMoments()
             for N in _counted(blocks(rows), progress, "neighbours: gene variances", m_expected):
                 moments.add(N)
+        self.choose_genes(moments, m_expected)
+        for N in _counted(blocks(rows), progress, "neighbours: covariance", m_expected):
+            self.add_covariance(N[:, self.genes_])
+        self.fit_components()
+        P = [self.project(N) for N in _counted(blocks(None), progress, "neighbours: projection", int(n_cells))]
+        return self.fit_neighbours(np.concatenate(P) if P else np.empty((0, self.components_), np.float32))
+
+    # The steps of `fit`, in order, for a caller that reads the blocks elsewhere (`gsrcl.distributed`): each
+    # block's part is computed alone, and the covariance is added up in the query's order, as `fit` does.
+
+    def fit_rows(self, n_cells: int) -> np.ndarray | None:
+        """Check ``n_cells``; the cells the genes and components are chosen from (`fit_rows`; None: all).
+
+        Raises
+        ------
+        ValueError
+            When there are too few cells.
+        """
+        n = int(n_cells)
+        if n < min_cells(self.n_neighbors):
+            raise ValueError(f"{n} cells are too few for neighbourhoods of {self.n_neighbors} "
+                             f"(at least {min_cells(self.n_neighbors)} are needed)")
+        self.n_cells_ = n
+        return fit_rows(n, self.seed)
+
+    def choose_genes(self, moments: GeneMoments, m_expected: int) -> np.ndarray:
+        """The genes of highest variance (``genes_``), from the variance pass over the ``m_expected`` cells.
+
+        Raises
+        ------
+        ValueError
+            When ``moments`` counted another number of cells.
+        """
         m, total, squares = moments.m, moments.total, moments.squares
         if m != m_expected:
             raise ValueError(f"the blocks gave {m} cells, not the {m_expected} expected")
         mean = total / m
         var = np.maximum(squares / m - mean ** 2, 0.0)
         genes = np.sort(np.argsort(-var, kind="stable")[: min(self.n_genes, int(np.sum(var > 0)) or 1)])
-        scale = np.sqrt(var[genes]) + SCALE_FLOOR
-        cross = np.zeros((len(genes), len(genes)))
-        for N in _counted(blocks(rows), progress, "neighbours: covariance", m_expected):
-            G = N[:, genes].toarray()  # dense: BLAS is far faster than a sparse product with ~2000 genes
-            cross += G.T @ G
-        mu = mean[genes]
-        corr = (cross / m - np.outer(mu, mu)) / np.outer(scale, scale)
-        k = max(1, min(self.n_components, len(genes), m - 1))
+        self.genes_, self.fitted_on = genes, m
+        self._mu, self._scale = mean[genes], np.sqrt(var[genes]) + SCALE_FLOOR
+        self._cross = np.zeros((len(genes), len(genes)))
+        return genes
+
+    def add_covariance(self, G: sp.csr_matrix) -> None:
+        """Add one block of the chosen cells, restricted to ``genes_`` (cells x len(genes_)), in the query's order."""
+        G = G.toarray()  # dense: BLAS is far faster than a sparse product with ~2000 genes
+        self._cross += G.T @ G
+
+    def fit_components(self) -> None:
+        """The principal components, once every block is in `add_covariance`; then `project` works."""
+        m, mu, scale = self.fitted_on, self._mu, self._scale
+        corr = (self._cross / m - np.outer(mu, mu)) / np.outer(scale, scale)
+        del self._cross
+        k = max(1, min(self.n_components, len(self.genes_), m - 1))
         values, vectors = np.linalg.eigh(corr)
         vectors = vectors[:, np.argsort(values)[::-1][:k]]
-        weights = vectors / scale[:, None]  # the scaling folded in: P = N[:, genes] @ weights - offset
-        offset = (mu / scale) @ vectors
-        P = np.concatenate([np.asarray(N[:, genes] @ weights) - offset
-                            for N in _counted(blocks(None), progress, "neighbours: projection", n)]).astype(np.float32)
-        if P.shape[0] != n:
-            raise ValueError(f"the blocks gave {P.shape[0]} cells, not the {n} expected")
-        self.genes_, self.components_, self.coords_, self.fitted_on = genes, k, P, m
+        self.components_ = k
+        self._weights = vectors / scale[:, None]  # the scaling folded in: P = N[:, genes] @ weights - offset
+        self._offset = (mu / scale) @ vectors
+
+    def project(self, N: sp.csr_matrix) -> np.ndarray:
+        """The cells of one block ``N`` (log1p CP10k, all query genes) in the components, float32: each row
+        on its own, so blocks may be projected anywhere and concatenated."""
+        return (np.asarray(N[:, self.genes_] @ self._weights) - self._offset).astype(np.float32)
+
+    def fit_neighbours(self, P: np.ndarray) -> "QueryNeighbours":
+        """Each cell's neighbourhood, from every cell's coordinates ``P`` (the blocks' `project`, in order).
+
+        Raises
+        ------
+        ValueError
+            When ``P`` holds another number of cells than `fit_rows` was given.
+        """
+        if P.shape[0] != self.n_cells_:
+            raise ValueError(f"the blocks gave {P.shape[0]} cells, not the {self.n_cells_} expected")
+        self.coords_ = P
         self.indices_ = self._neighbours(P)
         return self
 

@@ -41,7 +41,7 @@ OUTPUTS = (PROBABILITIES, TSNE, LEGEND, ANNOTATED)
 __all__ = ["OUTPUTS", "check_outputs", "output_paths", "predict_files", "write_prediction_files"]
 
 
-class _H5adXWriter:
+class H5adXWriter:
     """Writes X of ``annotated.h5ad`` as a CSR group block by block (anndata's on-disk encoding)."""
 
     def __init__(self, path: Path, n_obs: int, n_vars: int):
@@ -202,6 +202,7 @@ def predict_files(
     quiet: bool = False,
     insert_prob: bool = False,
     reader_kwargs: dict | None = None,
+    client=None,
 ) -> dict[str, Any]:
     """Annotate a query file and write the four outputs into ``out_dir`` (``gsrcl predict``).
 
@@ -226,6 +227,10 @@ def predict_files(
         Also write ``obs['prob_<type>']`` into ``annotated.h5ad`` (`gsrcl.annotation.prob_column`).
     reader_kwargs : dict, optional
         For ``gsrcl.io.open_query`` (transpose, mat, obs, var, layer, use_raw).
+    client : dask.distributed.Client, optional
+        Predict on this Dask cluster (`gsrcl.distributed`): the same outputs, the blocks computed by its
+        workers, which read the query and the reference from their paths (and ``out_dir``, where a query that
+        cannot be read by rows is converted once): all must be on storage every worker sees.
 
     Returns
     -------
@@ -245,18 +250,21 @@ def predict_files(
     settings = Settings.checked(p=p, raw_cutoff=raw_cutoff, novelty_cutoff=novelty_cutoff, neighbours=neighbours,
                                 log=log_mode, block_size=block_size, tsne_cells=tsne_cells, seed=seed, quiet=quiet)
     return write_prediction_files(input_path, reference, out_dir, settings, overwrite=overwrite, plot=plot,
-                                  insert_prob=insert_prob, reader_kwargs=reader_kwargs)
+                                  insert_prob=insert_prob, reader_kwargs=reader_kwargs, client=client)
 
 
 def write_prediction_files(input_path, reference, out_dir: str | os.PathLike, settings: Settings, *,
                            overwrite: bool = False, plot: bool = True, insert_prob: bool = False,
-                           reader_kwargs: dict | None = None) -> dict[str, Any]:
-    """`predict_files` with its settings checked already (the command line checks them as it parses them).
+                           reader_kwargs: dict | None = None, client=None) -> dict[str, Any]:
+    """`predict_files` with its settings checked already (the command line checks them as it parses them);
+    ``client`` (a ``dask.distributed.Client``) as in `predict_files`.
 
     Raises
     ------
     DiskFullError
         When the disk holding ``out_dir`` fills up; nothing is left behind.
+    SchedulerError
+        When the Dask cluster fails; nothing is written.
     """
     from .io import open_query
 
@@ -290,8 +298,14 @@ def write_prediction_files(input_path, reference, out_dir: str | os.PathLike, se
 
     with disk_full_as_error(out_dir, cleanup=discard):
         staging.open()
-        writer = _H5adXWriter(staging[ANNOTATED], int(source.n_obs), len(source.var))
-        pred = predict(source, ref, prepared, settings, novelty_max=novelty_max, embed=plot, on_block=writer.add)
+        writer = H5adXWriter(staging[ANNOTATED], int(source.n_obs), len(source.var))
+        if client is None:
+            pred = predict(source, ref, prepared, settings, novelty_max=novelty_max, embed=plot, on_block=writer.add)
+        else:
+            from .distributed import predict_on_cluster
+
+            pred = predict_on_cluster(client, source, ref, prepared, settings, novelty_max=novelty_max, embed=plot,
+                                      on_block=writer.add, reader_kwargs=reader_kwargs, scratch=staging.dir)
         t_pred = time.perf_counter() - t0
         t1 = time.perf_counter()
         coords, tsne = (tsne_of(pred.embedding, len(pred.proba), seed=settings.seed) if plot

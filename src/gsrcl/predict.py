@@ -1,10 +1,13 @@
 """Stream a query through a reference into a `Prediction` (docs/methods.md §2, with §5 items 1, 3, 11, 19).
 
-The path, one way: `prepare` matches the query's genes to the reference (`gsrcl.genes.check_overlap`, the overlap
-rule) and tells its value kind from its first rows (``log``); `predict` then reads the query once, in blocks of
-rows: each block is aligned to the reference genes and made into model input (`model_input`, the one place that
-builds it), scored by the method and by the novelty model, and the encoder embedding of a seeded random subset of
-cells is kept for the t-SNE, from the same encoder pass. The label rule (`gsrcl.cutoff`) runs on the scores and on
+The path, one way: `prepare` (`gsrcl.preparation`) matches the query's genes to the reference
+(`gsrcl.genes.check_overlap`, the overlap rule) and tells its value kind from its first rows (``log``); `predict`
+then reads the query once, in blocks of rows, and gives each block to `predict_block`: it is aligned to the
+reference genes and made into model input (`model_input`, the one place that builds it), scored by the method and
+by the novelty model, and the encoder embedding of a seeded random subset of cells (`Plan`) is kept for the t-SNE,
+from the same encoder pass. `Results` adds the blocks' results up in the query's order. The cluster path
+(`gsrcl.distributed`) runs the same `predict_block` on the same blocks and adds them up in the same order, so its
+outputs are the same. The label rule (`gsrcl.cutoff`) runs on the scores and on
 each cell's number of non-zero reference genes (a cell with none, or too few, is Unassigned, with its reason); the
 query's neighbourhoods (`gsrcl.neighbours`) take their genes' variances from the same pass and read the query
 twice more. Only the n x K scores and the subset's embedding are kept, so memory does not grow with genes x cells.
@@ -17,39 +20,40 @@ argument types, which use the same rules (`gsrcl.cutoff.check_p`, `gsrcl.cutoff.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import time
 from contextlib import contextmanager
 from contextvars import ContextVar
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .cutoff import (BELOW_P, NO_COUNTS, NOVEL, TOO_FEW_GENES, assign_labels, check_cell_types,
-                     check_p, check_percentile, min_detected_genes, normalise_rows, unassigned_reasons)
-from .errors import InvalidReferenceError, ValuesError
-from .genes import GeneMatch, align, check_overlap, gene_record, match_genes
+from .cutoff import (BELOW_P, NO_COUNTS, NOVEL, TOO_FEW_GENES, assign_labels, check_p, check_percentile,
+                     min_detected_genes, normalise_rows, unassigned_reasons)
+from .errors import ValuesError
+from .genes import align
 from .neighbours import N_NEIGHBORS, GeneMoments, QueryNeighbours, check_neighbours, fit_rows, min_cells
 from .model_input import log1p_cp10k
-from .values import ValueReport, detect_values, to_model_input
+from .preparation import Prepared, choose_kind, prepare, refuse_negative  # noqa: F401  (re-exported)
+from .values import ValueReport
 
 log = logging.getLogger("gsrcl.predict")
 
 DEFAULT_BLOCK_SIZE = 4096
 TSNE_MAX_CELLS = 50_000
-VALUE_SAMPLE_CELLS = 5000  # rows read up front to tell counts from log1p values
 LOG_MODES = ("auto", "0", "1")
 
 __all__ = [
     "DEFAULT_BLOCK_SIZE",
     "TSNE_MAX_CELLS",
     "Prediction",
+    "Plan",
     "Prepared",
     "Settings",
+    "predict_block",
     "load_reference",
     "model_input",
     "predict",
@@ -146,149 +150,7 @@ def load_reference(reference):
     raise TypeError("reference must be a gsrcl Reference or the path of a reference directory")
 
 
-# --- preparing the query -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Prepared:
-    """What `prepare` found: the gene match and its record, the value kind and its record."""
-
-    match: GeneMatch
-    genes: dict[str, Any]
-    kind: ValueReport  # the query's value kind, given to ModelInput.transform
-    values: dict[str, Any]
-
-
-def _reference_kind(ref) -> str | None:
-    """The value kind the reference was trained on, if its manifest says."""
-    values = ref.values or {}
-    for key in ("kind", "detected", "expected", "input"):
-        v = values.get(key)
-        if isinstance(v, str) and v in ("counts", "log1p", "normalized", "scaled"):
-            return v
-    return None
-
-
-def choose_kind(first_block: sp.csr_matrix, log_mode: str, ref) -> tuple[ValueReport, dict[str, Any]]:
-    """How to turn the query into model input, from its first rows.
-
-    Parameters
-    ----------
-    first_block : scipy.sparse.csr_matrix
-        The query's first rows, as read.
-    log_mode : str
-        ``"auto"`` trusts the detection; ``"1"``: raw counts (log1p is applied); ``"0"``: natural log(1+x) already.
-    ref : Reference
-        Its training value kind is compared with the query's (a warning when they differ).
-
-    Returns
-    -------
-    kind : ValueReport
-        For `ModelInput.transform`.
-    record : dict
-        How it was chosen, for ``uns['gsrcl']['values']``.
-
-    Raises
-    ------
-    ValuesError
-        When the values are scaled (negative: whatever ``log_mode`` says), or unusable.
-    """
-    report = detect_values(first_block)
-    detected = report.kind
-    if detected == "scaled":
-        refuse_negative(first_block)  # the one rule verify applies too: before any --log override
-    if log_mode == "auto":
-        spec = report
-    else:
-        kind = "counts" if log_mode == "1" else "log1p"
-        spec = replace(report, kind=kind, log_base=math.e if kind == "log1p" else None)
-        same = kind == detected or (kind == "counts" and detected == "normalized") or (
-            kind == "log1p" and detected == "log1p" and report.log_base in (None, math.e))
-        if not same:
-            log.warning("warning: --log %s treats the values as %s, but they look otherwise: %s",
-                        log_mode, "raw counts (log1p applied)" if kind == "counts" else "natural log(1+x) (used as is)",
-                        report.message)
-    (log.warning if report.warn else log.info)("values: %s", report.message)  # after the refusal: one line
-    expected = _reference_kind(ref)
-    if expected and detected != expected and {detected, expected} != {"counts", "normalized"}:
-        log.warning(
-            "warning: reference %r was trained on %s values but this query looks like %s: predictions may be "
-            "off-distribution (check the query's values, or force --log 0/1)", ref.name, expected, detected,
-        )
-    record = {"log": log_mode, "detected": detected, "used": spec.kind,
-              "log_base": float(spec.log_base) if spec.log_base else 0.0, "message": report.message,
-              "reference_trained_on": expected or "unknown"}
-    return spec, record
-
-
-def refuse_negative(X) -> None:
-    """Refuse values with any negative entry (scaled or centred, e.g. z-scores), as ``to_model_input`` refuses
-    ``scaled`` values: the one value rule of ``gsrcl verify`` and prediction (the same error, the same exit code).
-
-    Parameters
-    ----------
-    X : sparse matrix or ndarray
-        Cells x genes, as read.
-
-    Raises
-    ------
-    ValuesError
-        When an entry is negative.
-    """
-    data = X.data if sp.issparse(X) else np.asarray(X)
-    if data.size and data.min() < 0:
-        to_model_input(sp.csr_matrix((0, X.shape[1]), dtype=np.float32), "scaled")  # raises, with its advice
-
-
-def _match(source, ref, verify_record: dict | None) -> tuple[GeneMatch, dict[str, Any]]:
-    """The gene match and its record; a verified file (``verify_record``) must be for this reference."""
-    if verify_record is None:
-        match = check_overlap(source.var, ref.genes, ref.name)
-        return match, gene_record(match)
-    if list(map(str, source.var.index)) != list(ref.genes):
-        raise InvalidReferenceError(
-            f"the verified file was made for reference {verify_record.get('reference', '?')!r}, whose genes "
-            f"differ from {ref.name!r}: run 'gsrcl verify' again with this reference, or pass the raw query"
-        )
-    match = match_genes(source.var, ref.genes)
-    record = gene_record(match)
-    return match, {k: verify_record[k] for k in record if k in verify_record} or record
-
-
-def prepare(source, ref, log_mode: str = "auto", verify_record: dict | None = None) -> Prepared:
-    """The checks that need no prediction: gene matching with the overlap rule, and the value kind.
-
-    Parameters
-    ----------
-    source : QuerySource
-        The query; its first ``VALUE_SAMPLE_CELLS`` rows are read.
-    ref : Reference
-    log_mode : str
-        As in `Settings`.
-    verify_record : dict, optional
-        ``uns['gsrcl_verify']`` when the query is a verified file (its genes are the reference's already).
-
-    Returns
-    -------
-    Prepared
-
-    Raises
-    ------
-    GeneOverlapError
-        When half or fewer of the query genes are reference genes and half or fewer of the reference genes are
-        in the query.
-    InvalidReferenceError
-        When a verified file was made for another reference, or the reference's cell types cannot be labels (one
-        named ``Unassigned``, or one listed twice: `gsrcl.cutoff.check_cell_types`).
-    ValuesError
-        When the values are unusable.
-    """
-    check_cell_types(ref.cell_types, ref.name)  # before the query is read: prediction never fails late on a label
-    match, genes = _match(source, ref, verify_record)
-    first = next((b for _, b in source.iter_blocks(max(1, min(VALUE_SAMPLE_CELLS, source.n_obs)))),
-                 sp.csr_matrix((0, source.n_vars), dtype=np.float32))
-    kind, values = choose_kind(first, log_mode, ref)
-    return Prepared(match, genes, kind, values)
+# --- preparing the query: gsrcl.preparation (Prepared, prepare, choose_kind, refuse_negative) ------------
 
 
 def model_input(block: sp.csr_matrix, prepared: Prepared, ref) -> sp.csr_matrix:
@@ -398,13 +260,183 @@ def reporting_progress(factory: Callable[[str, int], Any]):
         _PROGRESS.reset(token)
 
 
-def _progress(quiet: bool) -> Callable[[str, int], Any]:
+def progress_bars(quiet: bool) -> Callable[[str, int], Any]:
+    """``bars(name, cells)``: a tqdm progress bar counting cells (none shown when ``quiet``), or the factory of
+    `reporting_progress` inside one."""
     from tqdm.auto import tqdm
 
     hook = _PROGRESS.get()
     if hook is not None:
         return hook
     return lambda name, total: tqdm(total=total, unit="cells", desc=name, disable=quiet, leave=False)
+
+
+@dataclass
+class Plan:
+    """Which cells get more than scores, fixed before the first block is read (from the query's size alone).
+
+    Attributes
+    ----------
+    n : int
+        Cells in the query.
+    sample : ndarray of int
+        The sorted indices of the cells whose embedding is kept (the t-SNE's subset).
+    moments : bool
+        Whether the neighbourhoods' variance pass runs with prediction's pass.
+    moment_rows : ndarray of int or None
+        The sorted indices of the cells it runs over (`gsrcl.neighbours.fit_rows`); None: all of them.
+    """
+
+    n: int
+    sample: np.ndarray
+    moments: bool
+    moment_rows: np.ndarray | None
+
+    @classmethod
+    def of(cls, n: int, ref, settings: Settings, embed: bool = True) -> "Plan":
+        """The plan for ``n`` cells predicted with ``ref`` and ``settings`` (seeded by ``settings.seed``)."""
+        m = min(n, settings.tsne_cells) if embed else 0
+        sample = (np.sort(np.random.default_rng(settings.seed).choice(n, size=m, replace=False)) if m < n
+                  else np.arange(n))
+        moments = bool(settings.neighbours) and ref.novelty is not None and n >= min_cells(settings.neighbours)
+        return cls(n, sample, moments, fit_rows(n, settings.seed) if moments else None)
+
+    def block_rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """For the block [start, stop): the positions within it of the sampled cells and of the variance
+        pass's cells (None: all of them; only meaningful when ``moments``)."""
+        rows = None if self.moment_rows is None else rows_in(self.moment_rows, start, stop)
+        return rows_in(self.sample, start, stop), rows
+
+
+@dataclass
+class BlockResult:
+    """What `predict_block` keeps of one block of cells [start, stop)."""
+
+    start: int
+    scores: np.ndarray  # float64, the method's scores (AF-RCL: probabilities)
+    detected: np.ndarray  # int64, non-zero reference genes per cell
+    embedding: np.ndarray | None  # float32, of the sampled cells in the block
+    novelty: np.ndarray | None
+    moments: tuple | None  # `GeneMoments.partial` of the variance pass's cells
+
+    @property
+    def stop(self) -> int:
+        return self.start + self.scores.shape[0]
+
+
+def predict_block(start: int, block: sp.csr_matrix, prepared: Prepared, ref, embed_rows: np.ndarray,
+                  moments: bool = False, moment_rows: np.ndarray | None = None) -> BlockResult:
+    """Everything prediction computes from one block of query rows: the one per-block function of the
+    single-process pass (`predict`) and of the cluster's tasks (`gsrcl.distributed`).
+
+    Parameters
+    ----------
+    start : int
+        The block's first row in the query.
+    block : scipy.sparse.csr_matrix
+        Query rows as read (cells x query genes).
+    prepared : Prepared
+    ref : Reference
+    embed_rows, moments, moment_rows
+        `Plan.block_rows` of this block, and `Plan.moments`.
+
+    Returns
+    -------
+    BlockResult
+
+    Raises
+    ------
+    ValuesError
+        When the block holds a negative value (`refuse_negative`).
+    """
+    refuse_negative(block)
+    model, novelty = ref.model, ref.novelty
+    X = model_input(block, prepared, ref)
+    detected = np.bincount(np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)), weights=X.data != 0,
+                           minlength=X.shape[0]).astype(np.int64)
+    emb = None
+    if len(embed_rows):
+        s, emb = model.predict_scores_and_embed(X, embed_rows)
+        emb = np.asarray(emb, dtype=np.float32)
+    else:
+        s = model.predict_scores(X)
+    part = None
+    if moments:  # the neighbourhoods' variance pass, on the query's own genes
+        part = GeneMoments.partial(log1p_cp10k(block if moment_rows is None else block[moment_rows], prepared.kind))
+    return BlockResult(start, np.asarray(s, dtype=np.float64), detected, emb,
+                       None if novelty is None else novelty.score(X, ref.model_input), part)
+
+
+class Results:
+    """The per-cell arrays of prediction, filled by `add` with each block's `BlockResult` in the query's order
+    (the embedding's pieces and the variance pass's sums are added in that order)."""
+
+    def __init__(self, plan: Plan, ref):
+        n, k = plan.n, len(ref.cell_types)
+        self.plan, self.gsrcl = plan, ref.method == "gsrcl"
+        self.proba = np.empty((n, k), dtype=np.float64)
+        self.scores = np.empty((n, k), dtype=np.float64) if self.gsrcl else None
+        self.novelty = np.empty(n, dtype=np.float64) if ref.novelty is not None else None
+        self.detected = np.zeros(n, dtype=np.int64)
+        self.moments = GeneMoments() if plan.moments else None
+        self.pieces: list[np.ndarray] = []
+        self.done = 0
+
+    def add(self, r: BlockResult) -> None:
+        """Add the next block's result (its ``start`` must be the cells added so far)."""
+        if r.start != self.done:
+            raise RuntimeError(f"block results out of order: expected row {self.done}, got {r.start}")
+        start, stop = r.start, r.stop
+        self.proba[start:stop] = normalise_rows(r.scores)  # AF-RCL's rows sum to 1; GsRCL's are divided by their sum
+        if self.scores is not None:
+            self.scores[start:stop] = r.scores
+        if self.novelty is not None:
+            self.novelty[start:stop] = r.novelty
+        self.detected[start:stop] = r.detected
+        if r.embedding is not None:
+            self.pieces.append(r.embedding)
+        if self.moments is not None:
+            self.moments.merge(r.moments)
+        self.done = stop
+
+    def check_count(self) -> None:
+        """Raise `ValuesError` when the reader gave another number of cells than the file declares."""
+        if self.done != self.plan.n:
+            raise ValuesError(f"the reader gave {self.done} cells but the file declares {self.plan.n}: the file "
+                              "may be truncated")
+
+    def prediction(self, obs_names, ref, prepared: Prepared, settings: Settings, novelty_max: float | None,
+                   graph: QueryNeighbours | None, graph_record: dict[str, Any]) -> Prediction:
+        """The labels (`gsrcl.cutoff`), and the `Prediction` with its records."""
+        types = list(map(str, ref.cell_types))
+        gsrcl = self.gsrcl
+        labels = assign_labels(self.proba, types, settings.p,
+                               cutoff_on=self.scores if (gsrcl and settings.raw_cutoff) else None)
+        labels, reasons = unassigned_reasons(labels, self.detected, len(ref.genes), self.novelty, novelty_max)
+        unassigned = _log_unassigned(reasons, len(ref.genes), settings.p)
+        embedding = np.concatenate(self.pieces) if self.pieces else np.empty((0, 0), dtype=np.float32)
+        info = {
+            "genes": prepared.genes,
+            "values": prepared.values,
+            "cutoff": {
+                "p": settings.p,
+                "raw_cutoff": bool(settings.raw_cutoff and gsrcl),
+                "applied_to": ("max un-normalised per-type probability (max_raw_score)" if settings.raw_cutoff
+                               and gsrcl else "max reported probability (conf_score)"),
+                "rule": "Unassigned when that probability <= p"
+                        + ("" if novelty_max is None else ", or when novelty_score > novelty_max")
+                        + f", or when fewer than {min_detected_genes(len(ref.genes))} reference genes are non-zero "
+                          "(obs['unassigned_reason'] says which)",
+                "novelty_percentile": None if novelty_max is None else float(settings.novelty_cutoff),
+                "novelty_max": novelty_max,
+            },
+            "block_size": settings.block_size,
+            "seed": settings.seed,
+            "neighbours": graph_record,
+            "unassigned": unassigned,
+        }
+        return Prediction(pd.Index(obs_names.astype(str)), types, ref.method, self.proba, self.scores, labels,
+                          self.plan.sample, embedding, info, self.novelty, graph, reasons)
 
 
 def predict(source, ref, prepared: Prepared, settings: Settings, *, novelty_max: float | None = None,
@@ -436,81 +468,26 @@ def predict(source, ref, prepared: Prepared, settings: Settings, *, novelty_max:
         When the reader gives another number of cells than the file declares, or a block holds a negative value
         (`refuse_negative`; the first rows were checked by `prepare`).
     """
-    model, novelty = ref.model, ref.novelty
-    types = list(map(str, ref.cell_types))
-    gsrcl = ref.method == "gsrcl"
-    if settings.raw_cutoff and not gsrcl:
-        log.info("note: --raw-cutoff changes nothing for AF-RCL, whose probabilities are not renormalised")
-    n = int(source.n_obs)
-    kind = prepared.kind
-
-    m = min(n, settings.tsne_cells) if embed else 0
-    sample = np.sort(np.random.default_rng(settings.seed).choice(n, size=m, replace=False)) if m < n else np.arange(n)
-    want_neighbours = bool(settings.neighbours) and novelty is not None and n >= min_cells(settings.neighbours)
-    moments, moment_rows = (GeneMoments(), fit_rows(n, settings.seed)) if want_neighbours else (None, None)
-
-    proba = np.empty((n, len(types)), dtype=np.float64)
-    scores = np.empty((n, len(types)), dtype=np.float64) if gsrcl else None
-    novel = np.empty(n, dtype=np.float64) if novelty is not None else None
-    detected = np.zeros(n, dtype=np.int64)  # non-zero reference genes per cell
-    pieces: list[np.ndarray] = []
-    done = 0
-    with _progress(settings.quiet)("predict", n) as bar:
+    note_raw_cutoff(ref, settings)
+    plan = Plan.of(int(source.n_obs), ref, settings, embed)
+    results = Results(plan, ref)
+    with progress_bars(settings.quiet)("predict", plan.n) as bar:
         for start, block in source.iter_blocks(settings.block_size):
-            stop = start + block.shape[0]
-            refuse_negative(block)
+            embed_rows, moment_rows = plan.block_rows(start, start + block.shape[0])
+            r = predict_block(start, block, prepared, ref, embed_rows, plan.moments, moment_rows)
             if on_block is not None:
                 on_block(start, block)
-            X = model_input(block, prepared, ref)
-            detected[start:stop] = np.bincount(np.repeat(np.arange(X.shape[0]), np.diff(X.indptr)),
-                                               weights=X.data != 0, minlength=X.shape[0]).astype(np.int64)
-            rows = rows_in(sample, start, stop)
-            if len(rows):
-                s, emb = model.predict_scores_and_embed(X, rows)
-                pieces.append(np.asarray(emb, dtype=np.float32))
-            else:
-                s = model.predict_scores(X)
-            s = np.asarray(s, dtype=np.float64)
-            proba[start:stop] = normalise_rows(s)  # AF-RCL's rows sum to 1 already; GsRCL's are divided by their sum
-            if gsrcl:
-                scores[start:stop] = s
-            if novel is not None:
-                novel[start:stop] = novelty.score(X, ref.model_input)
-            if moments is not None:  # the neighbourhoods' variance pass, on the query's own genes
-                moments.add(log1p_cp10k(block if moment_rows is None else
-                                        block[rows_in(moment_rows, start, stop)], kind))
-            done += block.shape[0]
+            results.add(r)
             bar.update(block.shape[0])
-    if done != n:
-        raise ValuesError(f"the reader gave {done} cells but the file declares {n}: the file may be truncated")
+    results.check_count()
+    graph, graph_record = _neighbourhoods(source, prepared.kind, settings, results.moments, ref.novelty is not None)
+    return results.prediction(source.obs_names, ref, prepared, settings, novelty_max, graph, graph_record)
 
-    labels = assign_labels(proba, types, settings.p, cutoff_on=scores if (gsrcl and settings.raw_cutoff) else None)
-    labels, reasons = unassigned_reasons(labels, detected, len(ref.genes), novel, novelty_max)
-    unassigned = _log_unassigned(reasons, len(ref.genes), settings.p)
-    embedding = np.concatenate(pieces) if pieces else np.empty((0, 0), dtype=np.float32)
-    graph, graph_record = _neighbourhoods(source, kind, settings, moments, novelty is not None)
-    info = {
-        "genes": prepared.genes,
-        "values": prepared.values,
-        "cutoff": {
-            "p": settings.p,
-            "raw_cutoff": bool(settings.raw_cutoff and gsrcl),
-            "applied_to": ("max un-normalised per-type probability (max_raw_score)" if settings.raw_cutoff and gsrcl
-                           else "max reported probability (conf_score)"),
-            "rule": "Unassigned when that probability <= p"
-                    + ("" if novelty_max is None else ", or when novelty_score > novelty_max")
-                    + f", or when fewer than {min_detected_genes(len(ref.genes))} reference genes are non-zero "
-                      "(obs['unassigned_reason'] says which)",
-            "novelty_percentile": None if novelty_max is None else float(settings.novelty_cutoff),
-            "novelty_max": novelty_max,
-        },
-        "block_size": settings.block_size,
-        "seed": settings.seed,
-        "neighbours": graph_record,
-        "unassigned": unassigned,
-    }
-    return Prediction(pd.Index(source.obs_names.astype(str)), types, ref.method, proba, scores, labels, sample,
-                      embedding, info, novel, graph, reasons)
+
+def note_raw_cutoff(ref, settings: Settings) -> None:
+    """Say that --raw-cutoff changes nothing for AF-RCL."""
+    if settings.raw_cutoff and ref.method != "gsrcl":
+        log.info("note: --raw-cutoff changes nothing for AF-RCL, whose probabilities are not renormalised")
 
 
 _REASON_KEYS = {NO_COUNTS: "no_counts", TOO_FEW_GENES: "too_few_genes", BELOW_P: "below_p", NOVEL: "novelty"}
@@ -538,14 +515,10 @@ def _neighbourhoods(source, kind: ValueReport, settings: Settings, moments: Gene
                     has_novelty: bool) -> tuple[QueryNeighbours | None, dict[str, Any]]:
     """The query's neighbourhoods, the variance pass done (``moments``): two more reads of the query (of a
     subset and of every cell above ``FIT_MAX_CELLS`` cells); (None, why) when off or the query is too small."""
-    k, n = settings.neighbours, int(source.n_obs)
-    if not k or not has_novelty:
-        return None, {"applied": False, "note": "off (neighbours=0)" if not k else "the reference has no novelty score"}
-    if moments is None:
-        note = (f"unseen_score is per cell: {n} cells are too few for neighbourhoods of {k} "
-                f"(at least {min_cells(k)} are needed)")
-        log.info(note)
-        return None, {"applied": False, "note": note}
+    n = int(source.n_obs)
+    off = neighbourhoods_off(n, settings, moments, has_novelty)
+    if off is not None:
+        return None, off
     t0 = time.perf_counter()
 
     def blocks(rows=None):
@@ -554,6 +527,20 @@ def _neighbourhoods(source, kind: ValueReport, settings: Settings, moments: Gene
                 block = block[rows_in(rows, start, start + block.shape[0])]
             yield log1p_cp10k(block, kind)
 
-    graph = QueryNeighbours(k, seed=settings.seed).fit(blocks, n, moments=moments,
-                                                       progress=_progress(settings.quiet))
+    graph = QueryNeighbours(settings.neighbours, seed=settings.seed).fit(blocks, n, moments=moments,
+                                                                         progress=progress_bars(settings.quiet))
     return graph, {"applied": True, **graph.record(), "seconds": round(time.perf_counter() - t0, 2)}
+
+
+def neighbourhoods_off(n: int, settings: Settings, moments: GeneMoments | None,
+                       has_novelty: bool) -> dict[str, Any] | None:
+    """The neighbourhoods' record when they are not computed (off, no novelty score, too few cells), else None."""
+    k = settings.neighbours
+    if not k or not has_novelty:
+        return {"applied": False, "note": "off (neighbours=0)" if not k else "the reference has no novelty score"}
+    if moments is None:
+        note = (f"unseen_score is per cell: {n} cells are too few for neighbourhoods of {k} "
+                f"(at least {min_cells(k)} are needed)")
+        log.info(note)
+        return {"applied": False, "note": note}
+    return None

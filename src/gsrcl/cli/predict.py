@@ -67,11 +67,35 @@ def register(sub) -> None:
                    "('/' in a type name becomes '_'), to colour a plot by one type")
     p.add_argument("--seed", type=int, default=0, help="seed of the t-SNE and of its subset (default 0)")
     p.add_argument("--overwrite", action="store_true", help="replace outputs that exist in OUT")
+    p.add_argument("--dask", type=dask_address, metavar="ADDRESS",
+                   help="predict on a Dask cluster: a scheduler address (tcp://host:8786), or local:N to start N "
+                   "worker processes of one thread each on this machine. The outputs are the same as without it. "
+                   "The workers read the query and the reference from their paths and write nothing; the query, the "
+                   "reference folder and OUT (where a format that cannot be read by rows is converted once) must be "
+                   "on storage every worker sees. Exit code 89 when the scheduler cannot be reached or the cluster "
+                   "fails (nothing is written)")
     add_common_arguments(p)
     p.set_defaults(func=run)
 
 
+def dask_address(text: str) -> str:
+    """``--dask``: ``local:N`` (N >= 1) or a scheduler address, which Dask checks when connecting."""
+    import argparse
+
+    text = str(text).strip()
+    if text.startswith("local:"):
+        n = text[len("local:"):]
+        if not n.isdigit() or int(n) < 1:
+            raise argparse.ArgumentTypeError(f"local:N needs a positive whole number of worker processes, not {text!r}")
+        return f"local:{int(n)}"
+    if not text:
+        raise argparse.ArgumentTypeError("give a scheduler address (tcp://host:8786) or local:N")
+    return text
+
+
 def run(args) -> int:
+    import contextlib
+
     from ..errors import GsrclError, PredictionError
     from ..outputs import write_prediction_files
     from ..cutoff import UNASSIGNED
@@ -82,9 +106,17 @@ def run(args) -> int:
         settings = Settings(p=args.probability, raw_cutoff=args.raw_cutoff, novelty_cutoff=args.novelty_cutoff,
                             neighbours=args.neighbours, log=args.log, block_size=args.block_size,
                             tsne_cells=args.tsne_cells, seed=args.seed, quiet=args.quiet)
-        summary = write_prediction_files(args.input, resolve(args.model_path, args.reference), args.outdir, settings,
-                                         overwrite=args.overwrite, plot=not args.no_plot,
-                                         insert_prob=args.insert_prob, reader_kwargs=reader_kwargs(args))
+        if args.dask:
+            from ..distributed import connect
+
+            cluster = connect(args.dask)  # before anything is read or written: an unreachable scheduler stops here
+        else:
+            cluster = contextlib.nullcontext()
+        with cluster as client:
+            summary = write_prediction_files(args.input, resolve(args.model_path, args.reference), args.outdir,
+                                             settings, overwrite=args.overwrite, plot=not args.no_plot,
+                                             insert_prob=args.insert_prob, reader_kwargs=reader_kwargs(args),
+                                             client=client)
     except (GsrclError, KeyboardInterrupt, MemoryError):
         raise
     except Exception as exc:  # noqa: BLE001 - anything else is a bug or the environment: one line, PredictionError

@@ -40,8 +40,16 @@ class Backend:
 
     shape: tuple[int, int]
 
-    def blocks(self, block_size: int) -> Iterator[tuple[int, sp.csr_matrix]]:
+    rows_on_disk = False  # rows start:stop are read from the file alone (any process that sees it can)
+
+    def blocks(self, block_size: int, lo: int = 0, hi: int | None = None) -> Iterator[tuple[int, sp.csr_matrix]]:
+        """Rows ``lo:hi`` (None: to the end) in blocks of ``block_size``, the first starting at ``lo``."""
         raise NotImplementedError
+
+    def _range(self, block_size: int, lo: int, hi: int | None) -> Iterator[tuple[int, int]]:
+        hi = self.shape[0] if hi is None else min(int(hi), self.shape[0])
+        for start in range(int(lo), hi, block_size):
+            yield start, min(start + block_size, hi)
 
     def whole(self) -> sp.csr_matrix:
         blocks = [b for _, b in self.blocks(max(1, DENSE_SLAB_VALUES // max(1, self.shape[1])))]
@@ -97,10 +105,10 @@ class InMemory(Backend):
             raise CorruptFileError(f"the matrix read is {X.shape[0]} x {X.shape[1]}, expected {self.shape[0]} x {self.shape[1]}")
         return X
 
-    def blocks(self, block_size):
+    def blocks(self, block_size, lo=0, hi=None):
         X = self.whole(copy=False)  # slices are copies anyway
-        for start in range(0, X.shape[0], block_size):
-            yield start, _csr32(X[start:start + block_size])
+        for start, stop in self._range(block_size, lo, hi):
+            yield start, _csr32(X[start:stop])
 
 
 class CSRRowsOnDisk(Backend):
@@ -131,11 +139,13 @@ class CSRRowsOnDisk(Backend):
         block = sp.csr_matrix((data, indices, (ptr - lo).astype(itype)), shape=(stop - start, self.n_cols), copy=False)
         return block if self.keep is None else block[:, self.keep]
 
-    def blocks(self, block_size):
+    rows_on_disk = True
+
+    def blocks(self, block_size, lo=0, hi=None):
         with open_h5(self.path) as f:
             g = f[self.group]
-            for start in range(0, self.shape[0], block_size):
-                yield start, self._rows(g, start, min(start + block_size, self.shape[0]))
+            for start, stop in self._range(block_size, lo, hi):
+                yield start, self._rows(g, start, stop)
 
     def whole(self) -> sp.csr_matrix:
         if self.keep is not None:
@@ -166,11 +176,12 @@ class DenseRowsOnDisk(Backend):
         self.path, self.key, self.cell_axis = path, key, cell_axis
         self.shape = shape if cell_axis == 0 else (shape[1], shape[0])
 
-    def blocks(self, block_size):
+    rows_on_disk = True
+
+    def blocks(self, block_size, lo=0, hi=None):
         with open_h5(self.path) as f:
             ds = f[self.key]
-            for start in range(0, self.shape[0], block_size):
-                stop = min(start + block_size, self.shape[0])
+            for start, stop in self._range(block_size, lo, hi):
                 slab = ds[start:stop] if self.cell_axis == 0 else ds[:, start:stop].T
                 yield start, sp.csr_matrix(np.asarray(slab, dtype=np.float32))
 
@@ -258,14 +269,22 @@ class QuerySource:
     def __repr__(self) -> str:
         return f"QuerySource({str(self.path)!r}, format={self.format!r}, {self.n_obs} cells x {self.n_vars} genes)"
 
-    def iter_blocks(self, block_size: int = 10_000) -> Iterator[tuple[int, sp.csr_matrix]]:
-        """Yield ``(start, X)``: rows ``start:start + X.shape[0]`` as CSR float32, cells x genes."""
+    @property
+    def rows_on_disk(self) -> bool:
+        """Whether any row range is read from the file alone (h5ad/10x HDF5 compressed by cells, a dense HDF5
+        matrix), so that another process that sees the file reads the same rows (`gsrcl.distributed`)."""
+        return bool(self._backend.rows_on_disk)
+
+    def iter_blocks(self, block_size: int = 10_000, start: int = 0,
+                    stop: int | None = None) -> Iterator[tuple[int, sp.csr_matrix]]:
+        """Yield ``(start, X)``: rows ``start:start + X.shape[0]`` as CSR float32, cells x genes, in blocks of
+        ``block_size`` rows from row ``start`` (default 0) to ``stop`` (default: the last)."""
         block_size = int(block_size)
         if block_size < 1:
             raise ValueError("block_size must be a positive integer")
-        for start, block in self._backend.blocks(block_size):
-            check_finite(block, start, self.obs_names, self.var.index, self.path)
-            yield start, block
+        for first, block in self._backend.blocks(block_size, start, stop):
+            check_finite(block, first, self.obs_names, self.var.index, self.path)
+            yield first, block
 
     def to_memory(self, _release: bool = False) -> ad.AnnData:
         """The whole matrix as AnnData (X CSR float32, obs_names = barcodes, var = genes); never densified."""
