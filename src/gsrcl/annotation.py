@@ -110,6 +110,10 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
     obs["predicted_labels"] = pd.Categorical(pred.labels, categories=categories)
     if pred.reasons is not None:
         obs["unassigned_reason"] = pd.Categorical(pred.reasons, categories=list(REASONS))
+    if pred.majority is not None:
+        obs["majority_voting"] = pd.Categorical(pred.majority, categories=categories)
+        obs["over_clustering"] = pd.Categorical(pred.clusters.astype(str),
+                                                categories=[str(c) for c in range(int(pred.clusters.max(initial=0)) + 1)])
     obs["conf_score"] = pred.conf.astype(np.float32)
     if pred.scores is not None:
         obs["max_raw_score"] = pred.max_raw.astype(np.float32)
@@ -137,12 +141,16 @@ def annotations(pred: Prediction, ref, *, params: dict[str, Any], tsne: dict[str
         "cutoff": pred.info["cutoff"],
         "neighbours": pred.info.get("neighbours", {}),
         "unassigned": pred.info.get("unassigned", {}),
+        **({"majority_voting": pred.info["majority_voting"]} if "majority_voting" in pred.info else {}),
         "cell_types": types,
         # two lists, not a dict: cell-type names may hold '/', which HDF5 keys cannot
         "labels": categories,
         "label_counts": [int(counts.get(c, 0)) for c in categories],
         "columns": {
             "predicted_labels": "argmax cell type, or Unassigned when the cut-off probability is <= p",
+            **({"majority_voting": "the most frequent predicted_labels of the cell's over-cluster of the query "
+                                   "(over_clustering: Leiden on the query's neighbour graph)"}
+               if pred.majority is not None else {}),
             **({"unassigned_reason": "why the cell is Unassigned ('' when it is not): no counts in the reference "
                                      "genes, too few reference genes detected (fewer than "
                                      f"{pred.info.get('unassigned', {}).get('min_reference_genes', '?')} non-zero), "
@@ -196,6 +204,7 @@ def annotate(
     raw_cutoff: bool = False,
     novelty_cutoff: float | None = None,
     neighbours: int = N_NEIGHBORS,
+    majority_voting: bool = False,
     log: str = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
     plot: bool | str | os.PathLike = False,
@@ -226,6 +235,9 @@ def annotate(
         A percentile (0-100] of the reference cells' novelty scores: cells scoring above it are Unassigned too.
     neighbours : int
         ``obs['unseen_score']`` is averaged over each cell's this many nearest query cells (0: per cell).
+    majority_voting : bool
+        Also ``obs['majority_voting']``: the majority label of each cell's over-cluster of the query
+        (``obs['over_clustering']``; `gsrcl.majority`, CellTypist's option); needs ``neighbours``.
     log : {"auto", "1", "0"}
         ``"auto"`` detects counts vs log(1+x); ``"1"``: raw counts (log1p is applied); ``"0"``: log(1+x) already.
     block_size : int
@@ -277,7 +289,8 @@ def annotate(
     from .verify import UNS_KEY as VERIFY_KEY
 
     settings = Settings.checked(p=p, raw_cutoff=raw_cutoff, novelty_cutoff=novelty_cutoff, neighbours=neighbours,
-                                log=log, block_size=block_size, tsne_cells=tsne_cells, seed=seed, quiet=quiet)
+                                log=log, block_size=block_size, tsne_cells=tsne_cells, seed=seed, quiet=quiet,
+                                majority_voting=majority_voting)
     ref = load_reference(reference)
     novelty_max = novelty_threshold(settings.novelty_cutoff, ref)
     verify_record = None

@@ -48,8 +48,8 @@ except ImportError:  # an optional dependency: the dask extra
     raise GsrclError("a Dask cluster (--dask, client=) needs dask.distributed: pip install 'gsrcl[dask]'") from None
 from .model_input import log1p_cp10k
 from .neighbours import QueryNeighbours
-from .predict import (Plan, Prediction, Prepared, Results, Settings, neighbourhoods_off, progress_bars,
-                      note_raw_cutoff, predict_block, rows_in)
+from .predict import (Plan, Prediction, Prepared, Results, Settings, needs_neighbours, neighbourhoods_off,
+                      note_raw_cutoff, predict_block, progress_bars, rows_in)
 
 log = logging.getLogger("gsrcl.distributed")
 
@@ -366,7 +366,7 @@ def predict_on_cluster(client, source, ref, prepared: Prepared, settings: Settin
                 results.add(r)
         results.check_count()
         graph, graph_record = _neighbourhoods(client, key, ranges, blocks, plan, results, settings,
-                                              ref.novelty is not None)
+                                              needs_neighbours(ref, settings))
     except GsrclError:
         raise
     except _cluster_errors() as exc:
@@ -382,10 +382,10 @@ def predict_on_cluster(client, source, ref, prepared: Prepared, settings: Settin
 
 
 def _neighbourhoods(client, key: str, ranges: list, blocks: list, plan: Plan, results: Results,
-                    settings: Settings, has_novelty: bool) -> tuple[QueryNeighbours | None, dict[str, Any]]:
+                    settings: Settings, needed: bool) -> tuple[QueryNeighbours | None, dict[str, Any]]:
     """`gsrcl.predict._neighbourhoods` with the covariance and projection passes as tasks, one per block."""
     n, bs = plan.n, settings.block_size
-    off = neighbourhoods_off(n, settings, results.moments, has_novelty)
+    off = neighbourhoods_off(n, settings, results.moments, needed)
     if off is not None:
         return None, off
     t0 = time.perf_counter()

@@ -143,6 +143,8 @@ def _csv(path: Path, pred: Prediction) -> None:
     df = pd.DataFrame(pred.proba, index=pd.Index(_cell_text(pred.obs_names), name="barcode"),
                       columns=_cell_text(pred.cell_types))
     df["Identified as"] = _cell_text(pred.labels)
+    if pred.majority is not None:
+        df["majority_voting"] = _cell_text(pred.majority)
     df.to_csv(path, float_format="%.9g", chunksize=100_000)
 
 
@@ -193,6 +195,7 @@ def predict_files(
     raw_cutoff: bool = False,
     novelty_cutoff: float | None = None,
     neighbours: int = N_NEIGHBORS,
+    majority_voting: bool = False,
     log_mode: str = "auto",
     block_size: int = DEFAULT_BLOCK_SIZE,
     overwrite: bool = False,
@@ -215,8 +218,8 @@ def predict_files(
         Loaded only after ``out_dir`` has been checked.
     out_dir : path-like
         Created when missing.
-    p, raw_cutoff, novelty_cutoff, neighbours, block_size, tsne_cells, seed, quiet
-        As in ``gsrcl.annotate``.
+    p, raw_cutoff, novelty_cutoff, neighbours, majority_voting, block_size, tsne_cells, seed, quiet
+        As in ``gsrcl.annotate``; with ``majority_voting`` probabilities.csv has a ``majority_voting`` column.
     log_mode : {"auto", "1", "0"}
         ``log`` of ``gsrcl.annotate``.
     overwrite : bool
@@ -248,7 +251,8 @@ def predict_files(
         As the reader and `gsrcl.predict.prepare` raise them; nothing is written then.
     """
     settings = Settings.checked(p=p, raw_cutoff=raw_cutoff, novelty_cutoff=novelty_cutoff, neighbours=neighbours,
-                                log=log_mode, block_size=block_size, tsne_cells=tsne_cells, seed=seed, quiet=quiet)
+                                log=log_mode, block_size=block_size, tsne_cells=tsne_cells, seed=seed, quiet=quiet,
+                                majority_voting=majority_voting)
     return write_prediction_files(input_path, reference, out_dir, settings, overwrite=overwrite, plot=plot,
                                   insert_prob=insert_prob, reader_kwargs=reader_kwargs, client=client)
 

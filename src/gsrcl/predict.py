@@ -35,6 +35,7 @@ from .cutoff import (BELOW_P, NO_COUNTS, NOVEL, TOO_FEW_GENES, assign_labels, ch
                      min_detected_genes, normalise_rows, unassigned_reasons)
 from .errors import ValuesError
 from .genes import align
+from .majority import vote
 from .neighbours import N_NEIGHBORS, GeneMoments, QueryNeighbours, check_neighbours, fit_rows, min_cells
 from .model_input import log1p_cp10k
 from .preparation import Prepared, choose_kind, prepare, refuse_negative  # noqa: F401  (re-exported)
@@ -79,6 +80,8 @@ class Settings:
         A percentile of the reference cells' novelty scores; cells above it are Unassigned (None: off).
     neighbours : int
         The query cells ``unseen_score`` is averaged over (0: each cell on its own).
+    majority_voting : bool
+        Also label each cell with the majority label of its over-cluster of the query (`gsrcl.majority`).
     log : str
         ``"auto"`` (detect), ``"1"`` (raw counts: log1p is applied) or ``"0"`` (natural log1p already).
     block_size : int
@@ -95,6 +98,7 @@ class Settings:
     raw_cutoff: bool = False
     novelty_cutoff: float | None = None
     neighbours: int = N_NEIGHBORS
+    majority_voting: bool = False
     log: str = "auto"
     block_size: int = DEFAULT_BLOCK_SIZE
     tsne_cells: int = TSNE_MAX_CELLS
@@ -103,7 +107,8 @@ class Settings:
 
     @classmethod
     def checked(cls, *, p=0.5, raw_cutoff=False, novelty_cutoff=None, neighbours=N_NEIGHBORS, log="auto",
-                block_size=DEFAULT_BLOCK_SIZE, tsne_cells=TSNE_MAX_CELLS, seed=0, quiet=False) -> "Settings":
+                block_size=DEFAULT_BLOCK_SIZE, tsne_cells=TSNE_MAX_CELLS, seed=0, quiet=False,
+                majority_voting=False) -> "Settings":
         """Settings from a caller's values, each checked (the Python API's entry points call this once).
 
         Raises
@@ -120,14 +125,19 @@ class Settings:
             block = 0
         if block < 1:
             raise ValueError(f"block size must be a positive number of cells, not {block_size}")
+        neighbours = check_neighbours(neighbours)
+        if majority_voting and not neighbours:
+            raise ValueError("majority voting needs the query's neighbourhoods: leave neighbours at its default "
+                             "(or give at least 2) with majority voting")
         return cls(p=check_p(p), raw_cutoff=bool(raw_cutoff), novelty_cutoff=check_percentile(novelty_cutoff),
-                   neighbours=check_neighbours(neighbours), log=log, block_size=block,
+                   neighbours=neighbours, log=log, block_size=block, majority_voting=bool(majority_voting),
                    tsne_cells=max(0, int(tsne_cells)), seed=int(seed), quiet=bool(quiet))
 
     def record(self) -> dict[str, Any]:
         """The settings as recorded in ``uns['gsrcl']['params']``."""
         return {"p": self.p, "raw_cutoff": self.raw_cutoff, "novelty_cutoff": self.novelty_cutoff,
-                "neighbours": self.neighbours, "log": self.log, "block_size": self.block_size,
+                "neighbours": self.neighbours, "majority_voting": self.majority_voting, "log": self.log,
+                "block_size": self.block_size,
                 "tsne_cells": self.tsne_cells, "seed": self.seed}
 
 
@@ -202,6 +212,10 @@ class Prediction:
         None when off, or the query is too small.
     reasons : ndarray of object (str), shape (n,) or None
         Why each Unassigned cell is (one of ``gsrcl.cutoff.REASONS``), ``""`` for an assigned one.
+    majority : ndarray of object (str), shape (n,) or None
+        With majority voting: each cell's over-cluster's majority label (`gsrcl.majority`).
+    clusters : ndarray of int, shape (n,) or None
+        With majority voting: each cell's over-cluster.
     """
 
     obs_names: pd.Index
@@ -216,6 +230,8 @@ class Prediction:
     novelty: np.ndarray | None = None
     neighbours: Any = None
     reasons: np.ndarray | None = None
+    majority: np.ndarray | None = None
+    clusters: np.ndarray | None = None
 
     @property
     def conf(self) -> np.ndarray:
@@ -298,7 +314,7 @@ class Plan:
         m = min(n, settings.tsne_cells) if embed else 0
         sample = (np.sort(np.random.default_rng(settings.seed).choice(n, size=m, replace=False)) if m < n
                   else np.arange(n))
-        moments = bool(settings.neighbours) and ref.novelty is not None and n >= min_cells(settings.neighbours)
+        moments = bool(settings.neighbours) and needs_neighbours(ref, settings) and n >= min_cells(settings.neighbours)
         return cls(n, sample, moments, fit_rows(n, settings.seed) if moments else None)
 
     def block_rows(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray | None]:
@@ -415,6 +431,7 @@ class Results:
         labels, reasons = unassigned_reasons(labels, self.detected, len(ref.genes), self.novelty, novelty_max)
         unassigned = _log_unassigned(reasons, len(ref.genes), settings.p)
         embedding = np.concatenate(self.pieces) if self.pieces else np.empty((0, 0), dtype=np.float32)
+        majority = vote(labels, graph, settings.seed) if settings.majority_voting else None
         info = {
             "genes": prepared.genes,
             "values": prepared.values,
@@ -434,9 +451,11 @@ class Results:
             "seed": settings.seed,
             "neighbours": graph_record,
             "unassigned": unassigned,
+            **({"majority_voting": majority[2]} if majority else {}),
         }
         return Prediction(pd.Index(obs_names.astype(str)), types, ref.method, self.proba, self.scores, labels,
-                          self.plan.sample, embedding, info, self.novelty, graph, reasons)
+                          self.plan.sample, embedding, info, self.novelty, graph, reasons,
+                          *(majority[:2] if majority else (None, None)))
 
 
 def predict(source, ref, prepared: Prepared, settings: Settings, *, novelty_max: float | None = None,
@@ -480,8 +499,15 @@ def predict(source, ref, prepared: Prepared, settings: Settings, *, novelty_max:
             results.add(r)
             bar.update(block.shape[0])
     results.check_count()
-    graph, graph_record = _neighbourhoods(source, prepared.kind, settings, results.moments, ref.novelty is not None)
+    graph, graph_record = _neighbourhoods(source, prepared.kind, settings, results.moments,
+                                          needs_neighbours(ref, settings))
     return results.prediction(source.obs_names, ref, prepared, settings, novelty_max, graph, graph_record)
+
+
+def needs_neighbours(ref, settings: Settings) -> bool:
+    """Whether the query's neighbourhoods serve anything: ``unseen_score`` (a reference with a novelty score) or
+    majority voting."""
+    return ref.novelty is not None or settings.majority_voting
 
 
 def note_raw_cutoff(ref, settings: Settings) -> None:
@@ -512,11 +538,11 @@ def _log_unassigned(reasons: np.ndarray, n_genes: int, p: float) -> dict[str, in
 
 
 def _neighbourhoods(source, kind: ValueReport, settings: Settings, moments: GeneMoments | None,
-                    has_novelty: bool) -> tuple[QueryNeighbours | None, dict[str, Any]]:
+                    needed: bool) -> tuple[QueryNeighbours | None, dict[str, Any]]:
     """The query's neighbourhoods, the variance pass done (``moments``): two more reads of the query (of a
     subset and of every cell above ``FIT_MAX_CELLS`` cells); (None, why) when off or the query is too small."""
     n = int(source.n_obs)
-    off = neighbourhoods_off(n, settings, moments, has_novelty)
+    off = neighbourhoods_off(n, settings, moments, needed)
     if off is not None:
         return None, off
     t0 = time.perf_counter()
@@ -533,11 +559,12 @@ def _neighbourhoods(source, kind: ValueReport, settings: Settings, moments: Gene
 
 
 def neighbourhoods_off(n: int, settings: Settings, moments: GeneMoments | None,
-                       has_novelty: bool) -> dict[str, Any] | None:
+                       needed: bool) -> dict[str, Any] | None:
     """The neighbourhoods' record when they are not computed (off, no novelty score, too few cells), else None."""
     k = settings.neighbours
-    if not k or not has_novelty:
-        return {"applied": False, "note": "off (neighbours=0)" if not k else "the reference has no novelty score"}
+    if not k or not needed:
+        return {"applied": False, "note": "off (neighbours=0)" if not k else
+                "the reference has no novelty score (and no majority voting was asked)"}
     if moments is None:
         note = (f"unseen_score is per cell: {n} cells are too few for neighbourhoods of {k} "
                 f"(at least {min_cells(k)} are needed)")

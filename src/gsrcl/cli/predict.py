@@ -54,6 +54,10 @@ def register(sub) -> None:
                    f"own principal components (default {N_NEIGHBORS}; 0: each cell on its own). Cells of a type the "
                    "reference lacks come in groups, so their neighbourhoods tell them apart better than each cell "
                    "alone; obs['unseen_score_cell'] keeps the per-cell score. Labels do not depend on it")
+    p.add_argument("--majority-voting", action="store_true",
+                   help="also label each cell with the majority label of its over-cluster of the query (CellTypist's "
+                   "option of that name: Leiden on the query's neighbour graph): obs['majority_voting'] and a "
+                   "'majority_voting' column in probabilities.csv, beside the per-cell labels")
     p.add_argument("-l", "--log", choices=("auto", "0", "1"), default="auto",
                    help="auto (default): detect the values; 1: the input is raw counts (log1p is applied); "
                    "0: the input is already natural log(1+x)")
@@ -102,10 +106,13 @@ def run(args) -> int:
     from ..predict import Settings
     from ..reference import resolve
 
+    if args.majority_voting and not args.neighbours:
+        raise GsrclError("--majority-voting needs the query's neighbourhoods: leave out --neighbours 0")
     try:
         settings = Settings(p=args.probability, raw_cutoff=args.raw_cutoff, novelty_cutoff=args.novelty_cutoff,
                             neighbours=args.neighbours, log=args.log, block_size=args.block_size,
-                            tsne_cells=args.tsne_cells, seed=args.seed, quiet=args.quiet)
+                            tsne_cells=args.tsne_cells, seed=args.seed, quiet=args.quiet,
+                            majority_voting=args.majority_voting)
         if args.dask:
             from ..distributed import connect
 

@@ -1,0 +1,150 @@
+"""AF-RCL under a shift between reference and query: its default against classifiers fitted on the same model, paired.
+
+One AF-RCL model per task and seed is trained at the ``default`` preset, as ``benchmarks/accuracy.py`` trains it.
+On that model, without retraining the encoders, the query is annotated by:
+
+- ``default``: the model as trained;
+- ``genes``: a multi-class RBF SVM on the model input itself (log1p CP10k over the reference genes; C and gamma
+  by the paper grid on at most 3,000 cells, `gsrcl.svm.fit_svc`), fitted on the reference's training cells;
+- ``pool``: the mean of the two rows of probabilities (as GsRCL's ``gene_svm="pool"`` does per type);
+- ``adabn``: the encoders' BatchNorm statistics re-estimated on the query's own cells (AdaBN, Li et al. 2016:
+  unsupervised, per query), then the model as trained;
+- ``adabn_pool``: both.
+
+Each is scored with macro-F1 over the reference's types (Unassigned, probability <= 0.5, counts as wrong), as
+the accuracy benchmark. Results accumulate in ``benchmarks/results/afrcl_shift.{json,md}``::
+
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/afrcl_shift.py --tasks pbmc_3v1_to_5p,pbmc_5p_to_3v1
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness.files import write_json, write_text
+from harness.inputs import align_to
+from harness.measure import now
+from harness.methods import make_method
+from harness.metrics import as_text, macro_f1
+from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
+
+RESULTS = Path(__file__).resolve().parent / "results"
+RULES = ("default", "genes", "pool", "adabn", "adabn_pool")
+P = 0.5
+
+
+def _labels(proba: np.ndarray, types: list[str]) -> np.ndarray:
+    best = proba.argmax(axis=1)
+    return np.where(proba.max(axis=1) <= P, "Unassigned", np.asarray(types, dtype=object)[best])
+
+
+def _members(model):
+    return list(getattr(model, "members", [model]))
+
+
+def adapt_batch_norm(model, Xm, block: int = 4096) -> None:
+    """Each member encoder's BatchNorm running statistics replaced by those of the query's model input ``Xm``."""
+    import torch
+
+    from gsrcl.methods.encoding import sparse_tensor
+
+    for member in _members(model):
+        enc = member.encoder_
+        norms = [m for m in enc.modules() if isinstance(m, torch.nn.BatchNorm1d)]
+        for bn in norms:
+            bn.reset_running_stats()
+            bn.momentum = None  # a cumulative mean over the blocks
+        enc.train()
+        X = member._scaled(Xm)
+        with torch.no_grad():
+            for start in range(0, X.shape[0], block):
+                enc(sparse_tensor(X[start:start + block], torch.device("cpu")))
+        enc.eval()
+
+
+def run_task(task, data_dir: str, seed: int) -> list[dict]:
+    import anndata as ad
+    import pandas as pd
+
+    from gsrcl import annotate
+    from gsrcl.svm import fit_svc
+    from gsrcl.values import detect_values
+
+    out = []
+    for ref, query in task_splits(task, data_dir):
+        est = make_method("afrcl", seed=seed)
+        t0 = time.perf_counter()
+        est.fit(ref, ref.obs[LABEL].to_numpy())
+        fit_seconds = time.perf_counter() - t0
+        reference, model = est.reference_, est.reference_.model
+        genes, types = list(reference.genes), list(reference.cell_types)
+        q = ad.AnnData(align_to(query.X, query.var, genes), obs=pd.DataFrame(index=query.obs_names),
+                       var=pd.DataFrame(index=pd.Index(genes)))
+        y = as_text(query.obs[LABEL])
+        keep = np.isin(as_text(ref.obs[LABEL]), types)
+        R = align_to(ref.X, ref.var, genes)[keep]
+        Rm = reference.model_input.transform(R, detect_values(R))
+        Qm = reference.model_input.transform(q.X, detect_values(q.X))
+        t1 = time.perf_counter()
+        gene_svc = fit_svc(Rm.toarray(), as_text(ref.obs[LABEL])[keep], seed=seed, n_jobs=1, ties="largest_c",
+                           distances=True)
+        gene_seconds = time.perf_counter() - t1
+        gene = gene_svc.predict_proba(Qm.toarray())[:, [list(map(str, gene_svc.classes_)).index(t) for t in types]]
+        proba = {"default": np.asarray(annotate(q, reference, quiet=True, plot=False).obsm["probabilities"])}
+        proba["genes"] = gene
+        proba["pool"] = (proba["default"] + gene) / 2
+        adapt_batch_norm(model, Qm)
+        proba["adabn"] = np.asarray(annotate(q, reference, quiet=True, plot=False).obsm["probabilities"])
+        proba["adabn_pool"] = (proba["adabn"] + gene) / 2
+        rules = {r: {"macro_f1": macro_f1(y, _labels(p, types), types)} for r, p in proba.items()}
+        out.append({"fit_seconds": fit_seconds, "gene_svm_seconds": gene_seconds,
+                    "gene_svm": {**gene_svc.best_params_, "cv_mcc": gene_svc.cv_score_}, "rules": rules})
+    return out
+
+
+def markdown(results: dict) -> str:
+    lines = ["# AF-RCL under shift: the default against other classifiers on the same trained model", "",
+             "Paired (`benchmarks/afrcl_shift.py`): one AF-RCL `default` model per task and seed; `genes` a "
+             "multi-class RBF SVM on the model input, `pool` the mean of both, `adabn` the encoders' BatchNorm "
+             "statistics re-estimated on the query, `adabn_pool` both. Macro-F1 over the reference's types "
+             "(Unassigned counts as wrong; mean over folds).", "",
+             "| task | seed | " + " | ".join(RULES) + " |", "|---|---|" + "---|" * len(RULES)]
+    for e in sorted(results["entries"].values(), key=lambda e: (e["task"], e["seed"])):
+        cells = [f"{np.mean([s['rules'][r]['macro_f1'] for s in e['splits']]):.4f}" for r in RULES]
+        lines.append(f"| {e['task']} | {e['seed']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", required=True, help="comma-separated task names of the config")
+    ap.add_argument("--seeds", default="1111", help="comma-separated seeds (default 1111)")
+    ap.add_argument("--config", default=None, help="task config (default benchmarks/tasks.json)")
+    ap.add_argument("--data", default=None, help="data folder (default: the config's)")
+    ap.add_argument("--out", default=str(RESULTS), help="folder of afrcl_shift.{json,md} (default benchmarks/results)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    config = load_config(args.config or DEFAULT_CONFIG, args.data)
+    out = Path(args.out)
+    path = out / "afrcl_shift.json"
+    results = json.loads(path.read_text()) if path.exists() else {"entries": {}}
+    for name in args.tasks.split(","):
+        for seed in map(int, args.seeds.split(",")):
+            splits = run_task(config.tasks[name], str(config.data_dir), seed)
+            results["entries"][f"{name}|{seed}"] = {"task": name, "seed": seed, "splits": splits,
+                                                    "finished": now(), "command": " ".join(sys.argv)}
+            write_json(path, results)
+            write_text(out / "afrcl_shift.md", markdown(results))
+            print(markdown(results).splitlines()[-1], flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
