@@ -14,23 +14,18 @@ types (Unassigned counts as wrong) and, for tasks with unseen types, the AUROC o
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
-from harness.files import write_json, write_text
 from harness.inputs import align_to
-from harness.measure import now
 from harness.methods import make_method
 from harness.metrics import as_text, macro_f1, unseen_auroc
 from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
+from harness.trials import TrialLog, trial_parser
 
-RESULTS = Path(__file__).resolve().parent / "results"
 RULES = ("encoder", "genes", "chosen", "pool")
 
 
@@ -121,27 +116,15 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tasks", required=True, help="comma-separated task names of the config")
-    ap.add_argument("--seeds", default="1111", help="comma-separated seeds (default 1111)")
-    ap.add_argument("--config", default=None, help="task config (default benchmarks/tasks.json)")
-    ap.add_argument("--data", default=None, help="data folder (default: the config's)")
-    ap.add_argument("--out", default=str(RESULTS), help="folder of gene_svm_pool.{json,md} (default benchmarks/results)")
-    args = ap.parse_args(argv)
+    args = trial_parser(__doc__, "gene_svm_pool").parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     config = load_config(args.config or DEFAULT_CONFIG, args.data)
-    out = Path(args.out)
-    path = out / "gene_svm_pool.json"
-    results = json.loads(path.read_text()) if path.exists() else {"entries": {}}
+    trials = TrialLog(args.out, "gene_svm_pool", markdown)
     for name in args.tasks.split(","):
         for seed in map(int, args.seeds.split(",")):
             splits = run_task(config.tasks[name], str(config.data_dir), seed)
-            results["entries"][f"{name}|{seed}"] = {"task": name, "seed": seed, "splits": splits,
-                                                    "finished": now(), "command": " ".join(sys.argv)}
+            trials.add(f"{name}|{seed}", {"task": name, "seed": seed, "splits": splits})
             print(name, seed, {r: round(mean_f1(splits, r), 4) for r in RULES}, flush=True)
-            out.mkdir(parents=True, exist_ok=True)
-            write_json(path, results)
-            write_text(out / "gene_svm_pool.md", markdown(results))
     return 0
 
 

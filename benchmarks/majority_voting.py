@@ -10,22 +10,17 @@ the reference's types (Unassigned counts as wrong). Results accumulate in
 
 from __future__ import annotations
 
-import argparse
-import json
 import logging
 import sys
-from pathlib import Path
 
 import numpy as np
 
-from harness.files import write_json, write_text
 from harness.inputs import align_to
-from harness.measure import now
 from harness.methods import make_method
 from harness.metrics import as_text, macro_f1
 from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
+from harness.trials import TrialLog, trial_parser
 
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def run(task, data_dir: str, method: str, seed: int) -> list[dict]:
@@ -63,27 +58,18 @@ def markdown(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tasks", required=True, help="comma-separated task names of the config")
+    ap = trial_parser(__doc__, "majority_voting")
     ap.add_argument("--methods", default="gsrcl,afrcl")
-    ap.add_argument("--seeds", default="1111")
-    ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    config = load_config(DEFAULT_CONFIG)
-    out = Path(args.out)
-    path = out / "majority_voting.json"
-    results = json.loads(path.read_text()) if path.exists() else {"entries": {}}
+    config = load_config(args.config or DEFAULT_CONFIG, args.data)
+    trials = TrialLog(args.out, "majority_voting", markdown)
     for name in args.tasks.split(","):
         for method in args.methods.split(","):
             for seed in map(int, args.seeds.split(",")):
                 splits = run(config.tasks[name], str(config.data_dir), method, seed)
-                results["entries"][f"{name}|{method}|{seed}"] = {"task": name, "method": method, "seed": seed,
-                                                                 "splits": splits, "finished": now(),
-                                                                 "command": " ".join(sys.argv)}
-                write_json(path, results)
-                write_text(out / "majority_voting.md", markdown(results))
-                print(markdown(results).splitlines()[-1], flush=True)
+                trials.add(f"{name}|{method}|{seed}", {"task": name, "method": method, "seed": seed, "splits": splits})
+                print(markdown(trials.results).splitlines()[-1], flush=True)
     return 0
 
 
