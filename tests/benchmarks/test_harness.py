@@ -410,3 +410,21 @@ def test_quick_run_of_a_real_task_writes_the_report_and_the_svm_is_well_above_ch
             got = task["methods"][m]["metrics"]
             assert got["unseen_auroc_unseen_score"] > max(0.95, got["unseen_auroc"])
             assert got["unseen_auroc_unseen_score_cell"] > 0.9
+
+
+def test_a_trial_log_keeps_one_entry_per_key_and_rewrites_both_files(tmp_path):
+    from harness.trials import TrialLog, trial_parser
+
+    def markdown(results):
+        return "\n".join(sorted(f"{k}: {e['score']}" for k, e in results["entries"].items())) + "\n"
+
+    log = TrialLog(tmp_path, "trial", markdown)
+    log.add("a|1", {"score": 0.5})
+    log.add("b|1", {"score": 0.7})
+    log.add("a|1", {"score": 0.9})  # a rerun replaces its entry
+    again = TrialLog(tmp_path, "trial", markdown)  # and a new run starts from what was written
+    assert sorted(again.results["entries"]) == ["a|1", "b|1"]
+    assert again.results["entries"]["a|1"]["score"] == 0.9 and "command" in again.results["entries"]["a|1"]
+    assert (tmp_path / "trial.md").read_text() == "a|1: 0.9\nb|1: 0.7\n"
+    args = trial_parser("Doc.\n\nMore.", "trial").parse_args(["--tasks", "x,y"])
+    assert args.tasks == "x,y" and args.seeds == "1111"
