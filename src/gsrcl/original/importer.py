@@ -104,7 +104,8 @@ def import_original(source: str | os.PathLike, refdir: str | os.PathLike, name: 
             work = temp_dir(root, name)
             log.info("unpacking %s", source.name)
             folder = unpack_zip(source, work)
-            archive = {"archive": source.name, "archive_sha256": file_sha256(source)}
+            known = (origin or {}).get("archive_sha256")  # a download has hashed the archive already
+            archive = {"archive": source.name, "archive_sha256": known or file_sha256(source)}
         layout = find_layout(folder, method)
         record = {"source": str(source.resolve()), **(archive or {}), **(origin or {})}
         ref = build_reference(layout, name, record=record, quiet=quiet)
