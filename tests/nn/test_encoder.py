@@ -8,7 +8,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from gsrcl.nn import Encoder, ProjectionHead, afrcl_loss, flush_denormals, to_torch_sparse
+from gsrcl.nn import (
+    Encoder,
+    ProjectionHead,
+    afrcl_loss,
+    flush_denormals,
+    to_torch_sparse,
+)
+from gsrcl.nn.encoder import GATHER_COLUMNS
 from tests.conftest import dataset
 
 
@@ -75,6 +82,28 @@ def test_sparse_and_dense_input_give_same_outputs_and_gradients(immune_batch):
             torch.testing.assert_close(g, g_ref, rtol=1e-3, atol=1e-5 * scale)
     with pytest.raises(ValueError, match="shape"):
         enc(torch.zeros(2, X.shape[1] - 1))
+
+
+@pytest.mark.parametrize("width", [GATHER_COLUMNS - 1, 3 * GATHER_COLUMNS + 5])
+def test_sparse_product_without_autograd_is_bitwise_the_one_with_it(width):
+    """Without autograd the sparse first layer gathers a few columns at a time; the numbers do not change."""
+    rng = np.random.default_rng(1)
+    X = sp.random(300, 700, density=0.08, format="csr", dtype=np.float32, random_state=rng)
+    X[5] = 0  # a cell without a detected gene
+    X = sp.csr_matrix(X)
+    torch.manual_seed(0)
+    enc = Encoder(700, (width, 40), 16).eval()
+    xs = to_torch_sparse(X)
+    with torch.no_grad():
+        first = enc.linears[0](xs)
+        out = enc(xs)
+    with torch.enable_grad():
+        first_grad = enc.linears[0](xs)
+        out_grad = enc(xs)
+    assert first_grad.requires_grad and not first.requires_grad
+    assert torch.equal(first, first_grad.detach()) and torch.equal(out, out_grad.detach())
+    torch.testing.assert_close(first, torch.from_numpy(X.toarray()) @ enc.linears[0].weight.detach()
+                               + enc.linears[0].bias.detach(), rtol=1e-5, atol=1e-6)
 
 
 def test_input_dropout_on_sparse_input():

@@ -4,6 +4,8 @@ Both are the same kind of network: hidden blocks Linear -> [BatchNorm1d] -> ReLU
 Linear starts with N(0, 0.02²) weights and zero biases. The first Linear also takes a sparse (CSR or COO) torch
 batch and multiplies it without densifying, through `embedding_bag` on an (in, out) weight: faster than a dense
 product for the sparse single-cell input, where `torch.sparse.mm` was slower than dense (docs/decisions.md).
+Without autograd on the CPU the product gathers a few output columns per pass, which keeps the gathered weight
+rows in cache; the result is bitwise the same.
 
 State travels as plain float32 arrays (`to_arrays` / `from_arrays`) with stable names; the architecture is read
 back from their shapes, so a stored encoder needs no pickled config.
@@ -21,9 +23,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["Encoder", "ProjectionHead", "MLP", "to_torch_sparse", "flush_denormals"]
+__all__ = ["MLP", "Encoder", "ProjectionHead", "flush_denormals", "to_torch_sparse"]
 
 INIT_STD = 0.02
+GATHER_COLUMNS = 32  # output columns per gathering pass of a sparse first layer without autograd
 _BN_FIELDS = ("weight", "bias", "running_mean", "running_var")
 
 
@@ -77,8 +80,18 @@ class InputLinear(nn.Module):
         values = values.to(self.weight.dtype)
         if dropout:  # dropout of a zero is zero: dropping the stored values is the same as on the dense row
             values = F.dropout(values, dropout, self.training)
-        out = F.embedding_bag(col, self.weight, crow, mode="sum", per_sample_weights=values,
-                              include_last_offset=True)
+        if torch.is_grad_enabled() or self.weight.device.type != "cpu" or self.out_features <= GATHER_COLUMNS:
+            out = F.embedding_bag(col, self.weight, crow, mode="sum", per_sample_weights=values,
+                                  include_last_offset=True)
+            return out + self.bias
+        # Without autograd on the CPU: gather a few output columns at a time, so that the weight rows a batch
+        # gathers stay in cache (docs/decisions.md). Each output is the same sum in the same order: the result
+        # is bitwise the one-pass product.
+        out = torch.empty(crow.numel() - 1, self.out_features, dtype=self.weight.dtype)
+        for start in range(0, self.out_features, GATHER_COLUMNS):
+            part = self.weight[:, start : start + GATHER_COLUMNS].contiguous()
+            out[:, start : start + GATHER_COLUMNS] = F.embedding_bag(
+                col, part, crow, mode="sum", per_sample_weights=values, include_last_offset=True)
         return out + self.bias
 
     def extra_repr(self) -> str:
