@@ -264,3 +264,41 @@ def test_show_describes_odd_descriptive_sections_without_a_traceback(new_refdir,
     assert main(["references", "show", "afrcl", "-mp", str(new_refdir)]) == 0
     out, err = capsys.readouterr()
     assert out.startswith("afrcl: afrcl (default preset)") and err == ""
+
+
+@pytest.mark.parametrize("method", ["afrcl", "gsrcl"])
+def test_trained_reference_holds_half_precision_weights_and_predicts_as_saved(tiny_references, tiny_refdir,
+                                                                              method):
+    import gsrcl
+    from gsrcl.methods.encoding import as_csr
+
+    ref = tiny_references[method]
+    weights = [k for k in ref.arrays if k.endswith(".weight") and ".linear" in f".{k}"]
+    assert weights and all(ref.arrays[k].dtype == np.float16 for k in weights)
+    others = [k for k in ref.arrays if k not in weights and ref.arrays[k].dtype.kind == "f"]
+    assert others and all(ref.arrays[k].dtype != np.float16 for k in others)  # biases, SVMs, novelty: as trained
+    assert all(ref.arrays[k].dtype == np.float32 for k in ref.arrays if k.endswith("support_vectors"))
+    loaded = Reference.load(tiny_refdir / f"pbmc68k_{method}")
+    assert all(loaded.arrays[k].dtype == np.float16 for k in weights)
+    X = as_csr(np.log1p(np.abs(np.random.default_rng(0).normal(size=(50, len(ref.genes))))).astype(np.float32))
+    # the in-memory reference's model is the saved one's: the same numbers
+    assert np.array_equal(ref.model.predict_scores(X), loaded.model.predict_scores(X))
+    exact = gsrcl.Reference(manifest=ref.manifest, arrays={k: v.astype(np.float32) if k in weights else v
+                                                           for k, v in ref.arrays.items()})
+    assert np.array_equal(exact.model.predict_scores(X), ref.model.predict_scores(X))  # float16 read as float32
+
+
+def test_half_precision_keeps_what_float16_cannot_hold():
+    from gsrcl.reference import half_precision
+
+    arrays = {"encoder.linear0.weight": np.full((3, 4), 0.5, np.float32),
+              "encoder.linear1.weight": np.array([[1e5, 0.0]], np.float32),
+              "encoder.linear0.bias": np.zeros(3, np.float32), "svc.support_vectors": np.ones((2, 4))}
+    out = half_precision(arrays)
+    assert out["encoder.linear0.weight"].dtype == np.float16
+    assert out["encoder.linear1.weight"].dtype == np.float32  # 1e5 is beyond float16
+    assert out["encoder.linear0.bias"].dtype == np.float32
+    assert out["svc.support_vectors"].dtype == np.float32  # float32 values: exact
+    inexact = half_precision({"svc.support_vectors": np.array([[0.1, 1.0]])})["svc.support_vectors"]
+    assert inexact.dtype == np.float64 and inexact[0, 0] == 0.1
+    assert arrays["encoder.linear0.weight"].dtype == np.float32  # its input is not changed

@@ -9,7 +9,8 @@ A reference is a directory ``REFDIR/NAME/`` holding exactly two files:
   scores, versions and date, the name/shape/dtype of every array, the SHA-256 of ``arrays.npz``, and
   ``manifest_sha256``: the SHA-256 of the model-defining fields of the manifest (`CHECKED_FIELDS`, which include
   the arrays' checksum), so that a changed gene order, cell-type order or model input is refused;
-- ``arrays.npz``: every weight as a plain numpy array, read back with ``allow_pickle=False`` (the novelty
+- ``arrays.npz``: every weight as a plain numpy array (deflate-compressed; a trained reference's network weight
+  matrices in float16, `half_precision`), read back with ``allow_pickle=False`` (the novelty
   score's arrays under ``novelty.``; a reference without them loads, and predicts without a novelty score;
   the gene scale under ``input.scale``, absent from references made before it or with ``scale_genes=False``).
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import os
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass, field
@@ -42,6 +44,32 @@ from .manifest import (  # noqa: F401  (re-exported: the format's names belong w
     ARRAYS, CHECKED_FIELDS, CHECKSUM, FORMAT, FORMAT_VERSION, MANIFEST, NOVELTY_PREFIX, VALUE_KINDS,
     check_consistent, file_sha256, manifest_checksum, read_manifest,
 )
+
+
+_WEIGHT_MATRIX = re.compile(r"(?:^|\.)linear\d+\.weight\Z")
+_SUPPORT_VECTORS = re.compile(r"(?:^|\.)support_vectors\Z")
+HALF_MAX = 6.0e4  # below float16's largest finite value (65504)
+
+
+def half_precision(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The arrays as a trained reference stores them: the networks' weight matrices (``...linear<i>.weight``)
+    in float16, the SVMs' support vectors in float32 where that is exact (they are cells of float32 values),
+    every other array as it is (biases, batch-norm statistics, the SVMs' other arrays, gene scale, novelty model).
+
+    The models read float16 weights back as float32. A matrix with a value float16 cannot hold is kept as it
+    is. The effect on probabilities is measured in docs/decisions.md ("Compact references").
+    """
+    out = {}
+    for key, value in arrays.items():
+        if (_WEIGHT_MATRIX.search(key) and value.ndim == 2 and value.dtype.kind == "f"
+                and np.abs(value).max(initial=0) < HALF_MAX):
+            value = value.astype(np.float16)
+        elif _SUPPORT_VECTORS.search(key) and value.dtype == np.float64:
+            single = value.astype(np.float32)
+            if np.array_equal(single, value):  # cells of float32 values: exact in float32
+                value = single
+        out[key] = value
+    return out
 
 
 def resolve(refdir: str | os.PathLike, name: str) -> Path:
@@ -206,6 +234,7 @@ class Reference:
         validation: dict[str, Any],
         novelty=None,
         imported: dict[str, Any] | None = None,
+        compact: bool = False,
     ) -> "Reference":
         """A reference of a fitted model, its manifest assembled here from every part (the one place it is).
 
@@ -227,6 +256,9 @@ class Reference:
         imported : dict, optional
             For a reference imported from the original tool (`gsrcl.original.importer`): what it was made from,
             recorded as the manifest's ``imported``.
+        compact : bool
+            Store the networks' weight matrices in half precision (`half_precision`); the reference's model is
+            then rebuilt from its arrays, so that it predicts as the saved reference will. False keeps them exact.
 
         Raises
         ------
@@ -234,6 +266,8 @@ class Reference:
             For fewer than two cell types, or an empty or duplicated gene list.
         """
         config, arrays = model.state()
+        if compact:
+            arrays = half_precision(arrays)
         novelty_config = None
         if novelty is not None:
             novelty_config, novelty_arrays = novelty.state()
@@ -261,7 +295,7 @@ class Reference:
             manifest["imported"] = imported
         check_consistent(manifest)
         ref = cls(manifest=manifest, arrays=arrays)
-        ref._model = model
+        ref._model = None if compact else model
         ref._novelty = novelty
         return ref
 
@@ -308,7 +342,7 @@ class Reference:
             except OSError as exc:
                 raise write_error(exc, refdir) from None
             manifest = dict(self.manifest, name=name)
-            np.savez(tmp / ARRAYS, **self.arrays)
+            np.savez_compressed(tmp / ARRAYS, **self.arrays)
             with open(tmp / ARRAYS, "rb+") as fh:  # on disk before the reference is put in place
                 os.fsync(fh.fileno())
             manifest["files"] = {ARRAYS: {"sha256": file_sha256(tmp / ARRAYS), "bytes": (tmp / ARRAYS).stat().st_size}}

@@ -100,6 +100,8 @@ def train(
     Returns
     -------
     Reference
+        The networks' weight matrices held in half precision (`gsrcl.reference.half_precision`); its model is
+        rebuilt from its arrays, so it predicts as the saved reference does.
 
     Raises
     ------
@@ -214,6 +216,7 @@ def train(
         training=training,
         validation=getattr(model, "validation_", {}),
         novelty=novelty_model,
+        compact=True,
     )
 
 
