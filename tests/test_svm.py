@@ -202,6 +202,21 @@ def test_final_svm_grid_in_parallel_gives_the_same_model(monkeypatch):
     np.testing.assert_array_equal(one.predict_proba(emb[:50]), two.predict_proba(emb[:50]))
 
 
+def test_final_svm_above_its_cap_fits_a_stratified_subset(monkeypatch):
+    from gsrcl.methods import classifiers
+
+    rng = np.random.default_rng(1)
+    y = np.repeat(["a", "b", "c"], [300, 60, 40])
+    emb = rng.normal(size=(400, 4)) + (np.searchsorted(["a", "b", "c"], y)[:, None] * 1.5)
+    monkeypatch.setattr(classifiers, "FINAL_SVM_MAX_CELLS", 100)
+    capped = classifiers.fit_final_svc(emb, y, cv=3, seed=0)
+    assert capped.support_vectors_.shape[0] <= 100 < len(y)
+    sub = classifiers.stratified_subset(y, 100, 0)
+    assert set(map(tuple, capped.support_vectors_)) <= set(map(tuple, emb[sub]))  # only the subset's cells
+    assert {str(c) for c in capped.classes_} == {"a", "b", "c"}
+    assert (capped.predict(emb) == y).mean() > 0.9
+
+
 @pytest.mark.realdata
 def test_ties_between_grid_settings(cellbench):
     from sklearn.model_selection import GridSearchCV, StratifiedKFold

@@ -25,8 +25,10 @@ from .methods import METHODS, get_method
 from .methods.base import DEFAULT_SEED
 from .methods.encoding import as_csr
 from .methods.ensemble import Ensemble, check_pool, member_seeds
-from .methods.labels import MIN_CELLS, MIN_VALIDATION_CELLS, check_labels, drop_rare_classes, split_validation
-from .methods.presets import get_preset
+from .io.source import QuerySource
+from .methods.labels import (MIN_CELLS, MIN_VALIDATION_CELLS, cap_per_type, check_labels, drop_rare_classes,
+                             split_validation)
+from .methods.presets import MAX_CELLS_PER_TYPE, get_preset
 from .methods.session import resolve_device
 from .model_input import ModelInput
 from .reference import Reference
@@ -35,6 +37,7 @@ log = logging.getLogger("gsrcl.training")
 
 PROVENANCE_KEYS = ("input", "labels", "genes_from")
 MIN_GENES = 2  # the fewest genes a reference is trained on (the novelty score's PCA needs two)
+READ_BLOCK = 10_000  # rows read at a time from a file
 
 
 def train(
@@ -51,6 +54,7 @@ def train(
     top_genes: int | None = None,
     genes_from=None,
     min_cells: int = MIN_CELLS,
+    max_cells_per_type: int | None = MAX_CELLS_PER_TYPE,
     novelty: bool = True,
     device: str = "cpu",
     threads: int | None = None,
@@ -62,8 +66,10 @@ def train(
 
     Parameters
     ----------
-    adata : anndata.AnnData
-        Cells x genes, raw counts or log1p values in ``X``; gene names unique.
+    adata : anndata.AnnData or gsrcl.io.QuerySource
+        Cells x genes, raw counts or log1p values in ``X``; gene names unique. A backed AnnData
+        (``anndata.read_h5ad(path, backed="r")``) or a `gsrcl.io.open_query` source is read a block of rows at a
+        time, and only the rows training uses are kept: the whole matrix is never held.
     labels_key : str or array-like or pandas.Series
         A column of ``adata.obs``, or the labels themselves (a Series indexed by cell names is aligned to
         ``adata.obs_names``; every cell needs a label).
@@ -84,6 +90,11 @@ def train(
         encoder never learns from genes that query lacks (applied before ``top_genes``).
     min_cells : int
         Cell types with fewer cells are dropped.
+    max_cells_per_type : int or None
+        Each cell type keeps at most this many cells, drawn at random (seeded) before anything else: training,
+        the SVMs and the novelty score use that sample, and memory and time stop growing with the reference's
+        largest types. Recorded in the manifest (``training.max_cells_per_type``, the cells each type had in
+        ``cells_per_type_input``). None: every cell.
     novelty : bool
         Also fit the novelty score, stored with the reference.
     device, threads, quiet :
@@ -122,21 +133,32 @@ def train(
     model = make(seed)
     validation_size = p["validation_size"]
 
+    if max_cells_per_type is not None and (isinstance(max_cells_per_type, bool)
+                                           or not isinstance(max_cells_per_type, (int, np.integer))
+                                           or max_cells_per_type < max(int(min_cells), 1)):
+        raise GsrclError(f"max_cells_per_type must be a whole number of cells, at least min_cells ({min_cells}), "
+                         f"or None, not {max_cells_per_type!r}")
+    source = adata if isinstance(adata, QuerySource) else QuerySource.from_anndata(adata)
     labels, labels_source = _labels(adata, labels_key)
-    genes = pd.Index(adata.var_names.astype(str))
+    n_input = len(labels)
+    types_input = dict(zip(*(a.tolist() for a in np.unique(labels, return_counts=True))))
+    rows = cap_per_type(labels, max_cells_per_type, seed)
+    if rows is not None:
+        labels = labels[rows]
+        log.info("at most %d cells of each type: %d of %d cells kept", max_cells_per_type, len(rows), n_input)
+    genes = pd.Index(source.var.index.astype(str))
     if genes.has_duplicates:
         dup = genes[genes.duplicated()].unique()
         raise DuplicateGenesError(
             f"{len(dup)} gene names occur more than once (e.g. {', '.join(map(str, dup[:3]))}): make them unique "
             "(e.g. anndata's var_names_make_unique) before training"
         )
-    X = _matrix(adata)
+    X = _matrix(adata, source, rows)
     if X.shape[1] < MIN_GENES:
         raise ValuesError(f"the data has {X.shape[1]} gene(s): a reference needs at least {MIN_GENES}")
     model_input = ModelInput.fit(X, library_size)
     Xm = model_input.log1p(X)
 
-    n_input = Xm.shape[0]
     keep, dropped = drop_rare_classes(labels, min_cells)
     if not keep.all():
         Xm, labels = Xm[keep], labels[keep]
@@ -193,6 +215,8 @@ def train(
         "validation_cells_per_type": {str(t): int(c) for t, c in zip(*np.unique(labels[va], return_counts=True))},
         "dropped_classes": dropped,
         "min_cells": int(min_cells),
+        "max_cells_per_type": None if max_cells_per_type is None else int(max_cells_per_type),
+        "cells_per_type_input": {str(t): int(c) for t, c in types_input.items()},
         "validation_size": float(validation_size),
         "gene_selection": selection,
         "seed": int(seed),
@@ -270,13 +294,14 @@ def _settings(method, preset, seed, ensemble, pool, library_size, device, thread
 def _labels(adata, labels_key) -> tuple[np.ndarray, str]:
     n = adata.n_obs
     if isinstance(labels_key, str):
-        if labels_key not in adata.obs.columns:
-            cols = ", ".join(map(str, adata.obs.columns[:10])) or "none"
+        obs = adata.obs() if isinstance(adata, QuerySource) else adata.obs
+        if labels_key not in obs.columns:
+            cols = ", ".join(map(str, obs.columns[:10])) or "none"
             raise LabelsError(
                 f"the labels column {labels_key!r} is not in the data's obs (columns: {cols}): name another "
                 "column or give a CSV of cell id -> label"
             )
-        return check_labels(adata.obs[labels_key], n), f"obs[{labels_key!r}]"
+        return check_labels(obs[labels_key], n), f"obs[{labels_key!r}]"
     y = labels_key
     if isinstance(y, pd.Series) and not isinstance(y.index, pd.RangeIndex):
         names = pd.Index(adata.obs_names.astype(str))
@@ -293,11 +318,23 @@ def _labels(adata, labels_key) -> tuple[np.ndarray, str]:
     return check_labels(y, n), "given"
 
 
-def _matrix(adata) -> sp.csr_matrix:
-    X = adata.X
-    if X is None:
-        raise ValuesError("the data has no expression matrix (X): put the values in X or pick a layer")
-    return as_csr(X)
+def _matrix(adata, source: QuerySource, rows: np.ndarray | None) -> sp.csr_matrix:
+    """The rows ``rows`` (sorted; None: all) of the data's matrix, CSR float32; from a file, read a block of
+    rows at a time."""
+    if rows is None and not isinstance(adata, QuerySource) and not adata.isbacked:
+        if adata.X is None:
+            raise ValuesError("the data has no expression matrix (X): put the values in X or pick a layer")
+        return as_csr(adata.X)
+    if rows is None:
+        return as_csr(source.to_memory(_release=True).X)
+    parts = []
+    for start, block in source.iter_blocks(READ_BLOCK):
+        lo, hi = np.searchsorted(rows, [start, start + block.shape[0]])
+        if hi > lo:
+            parts.append(block[rows[lo:hi] - start])
+    if not parts:
+        return sp.csr_matrix((0, source.n_vars), dtype=np.float32)
+    return as_csr(sp.vstack(parts, format="csr"))
 
 
 def _shared_genes(Xm: sp.csr_matrix, genes: pd.Index, query):

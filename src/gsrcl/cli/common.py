@@ -55,6 +55,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    value = _number(text, int, "a whole number")
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} must be 0 or more")
+    return value
+
+
 def gene_count(text: str) -> int:
     """``--top-genes``: a whole number of genes, at least `gsrcl.training.MIN_GENES` (2)."""
     value = _number(text, int, "a whole number of genes")

@@ -8,8 +8,9 @@ import os
 import zlib
 from pathlib import Path
 
-from ..methods.presets import preset_names
-from .common import add_common_arguments, add_input_arguments, fraction, gene_count, positive_int, reader_kwargs
+from ..methods.presets import MAX_CELLS_PER_TYPE, preset_names
+from .common import (add_common_arguments, add_input_arguments, fraction, gene_count, non_negative_int, positive_int,
+                     reader_kwargs)
 
 log = logging.getLogger("gsrcl.train")
 
@@ -48,6 +49,9 @@ def register(sub) -> None:
                    "5 for AF-RCL's default, 1 for GsRCL and the paper preset); N times the training time")
     p.add_argument("--threads", type=positive_int, metavar="N",
                    help="CPU threads for training (default: torch's choice; on a busy machine 1 can be faster)")
+    p.add_argument("--max-cells-per-type", type=cells_cap, default=MAX_CELLS_PER_TYPE, metavar="N",
+                   help=f"each cell type keeps at most N cells, drawn at random (default: {MAX_CELLS_PER_TYPE:,}; "
+                   "0: every cell); only those rows are read from an h5ad or 10x HDF5 file")
     p.add_argument("--overwrite", action="store_true", help="replace an existing reference NAME")
     p.add_argument("--config", metavar="JSON",
                    help="more settings as a JSON object or the path of a JSON file, e.g. '{\"hidden\": [64, 64]}': "
@@ -55,6 +59,13 @@ def register(sub) -> None:
                    "gsrcl.methods.presets, and ensemble, pool, library_size); the flags above take precedence")
     add_common_arguments(p)
     p.set_defaults(func=run)
+
+
+def cells_cap(text: str) -> int | None:
+    """``--max-cells-per-type``: a whole number of cells; 0 means every cell (None). `gsrcl.train` checks it
+    against ``min_cells``."""
+    value = non_negative_int(text)
+    return value or None
 
 
 def run(args) -> int:
@@ -86,16 +97,19 @@ def run(args) -> int:
 
     check_settings(args.method, args.preset, **settings)  # unknown or bad settings fail before the input is read
 
-    from ..io import read_query
+    import anndata as ad
+
+    from ..io import open_query
 
     genes_from = _query_genes(args.genes_from) if args.genes_from else None
-    adata = read_query(args.input, **reader_kwargs(args))
-    labels, labels_note = _labels(args.labels, adata)
+    source = open_query(args.input, **reader_kwargs(args))  # rows are read by train, only those it keeps
+    labels, labels_note = _labels(args.labels, ad.AnnData(obs=source.obs()))
     provenance = {"input": os.path.abspath(args.input), "labels": labels_note}
     if args.genes_from:
         provenance["genes_from"] = os.path.abspath(args.genes_from)
-    ref = train(adata, labels, args.method, name=args.reference, preset=args.preset, top_genes=args.top_genes,
-                genes_from=genes_from, provenance=provenance, **settings)
+    ref = train(source, labels, args.method, name=args.reference, preset=args.preset, top_genes=args.top_genes,
+                genes_from=genes_from, max_cells_per_type=args.max_cells_per_type, provenance=provenance,
+                **settings)
     path = ref.save(args.model_path, args.reference, overwrite=args.overwrite)
     if not args.quiet:
         print(summary(ref, path))

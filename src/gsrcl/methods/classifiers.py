@@ -78,6 +78,7 @@ def _sklearn_grid(grid) -> Any:
 
 
 GRID_JOBS_MIN_CELLS = 1000  # below this, starting worker processes costs more than the fits
+FINAL_SVM_MAX_CELLS = 10_000  # a final SVM is fitted on a stratified subset of at most this many cells
 
 
 def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells: int | None = None,
@@ -99,7 +100,8 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
         Which of the settings tied on the best CV score is kept (``gsrcl.svm.fit_svc``).
     grid_cells : int, optional
         Run the grid search on a stratified subset of this many cells, then fit the chosen setting on all
-        cells: the grid's cost grows with the square of the cells.
+        cells: the grid's cost grows with the square of the cells. Above `FINAL_SVM_MAX_CELLS` cells, "all" is
+        a stratified subset of that many (each type's share kept).
     distances : bool or numpy.ndarray
         Run the grid and the final fit on one matrix of squared distances (``gsrcl.svm.fit_svc``), for inputs
         of many features; an array is that matrix for ``emb``'s rows, sliced here for the grid's subset.
@@ -111,6 +113,11 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
     """
     from ..svm import PAPER_GRID, fit_setting, fit_svc
 
+    cap = stratified_subset(y, FINAL_SVM_MAX_CELLS, seed)
+    if cap is not None:  # an RBF SVM's cost grows with the square of its cells
+        emb, y = emb[cap], y[cap]
+        if isinstance(distances, np.ndarray):
+            distances = distances[np.ix_(cap, cap)]
     smallest = int(np.unique(y, return_counts=True)[1].min())
     folds = max(2, min(int(cv), smallest))
     sub = stratified_subset(y, grid_cells, seed)

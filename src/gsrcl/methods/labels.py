@@ -1,5 +1,5 @@
-"""The reference's labels and the splits made from them: label checks, rare classes, the validation split,
-stratified subsets, and ``fit_inputs``, the training and validation data of a method's ``fit``, checked and
+"""The reference's labels and the splits made from them: label checks, rare classes, the per-type cap, the
+validation split, stratified subsets, and ``fit_inputs``, the training and validation data of a method's ``fit``, checked and
 split."""
 
 from __future__ import annotations
@@ -132,6 +132,20 @@ def split_validation(
         val.append(idx[:n_val])
         train.append(idx[n_val:])
     return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def cap_per_type(y: np.ndarray, cap: int | None, seed: int) -> np.ndarray | None:
+    """Sorted indices of the cells kept when each type keeps at most ``cap`` cells, drawn at random (seeded)
+    from the larger types; the smaller types keep all theirs.
+
+    Returns None when ``cap`` is None or no type has more than ``cap`` cells: use them all."""
+    names, counts = np.unique(y, return_counts=True)
+    if cap is None or counts.max(initial=0) <= cap:
+        return None
+    rng = np.random.default_rng(seed)
+    picked = [np.flatnonzero(y == cls) if count <= cap else rng.choice(np.flatnonzero(y == cls), cap, replace=False)
+              for cls, count in zip(names, counts)]
+    return np.sort(np.concatenate(picked))
 
 
 def stratified_subset(y: np.ndarray, n: int | None, seed: int) -> np.ndarray | None:

@@ -174,6 +174,9 @@ class Preset:
         return {"ensemble": self.ensemble, "pool": self.pool, "library_size": self.library_size}
 
 
+# The cells of each type a reference keeps at most (`gsrcl.train`'s ``max_cells_per_type``; docs/decisions.md).
+MAX_CELLS_PER_TYPE = 5_000
+
 # Runtime settings: estimator parameters that change how fast a model is fitted, never the model; not saved.
 RUNTIME = ("threads", "block", "device", "quiet", "checkpoint_memory_mb")
 # Settings whose "off" is None in the table; a user turns them off with 0, since an estimator parameter left at
