@@ -64,8 +64,12 @@ TARGET_MEMORY_GB = 3.0
 # --- the query -------------------------------------------------------------------------------------------
 
 
-def build_query(source: Path, n_cells: int, path: Path, seed: int = 0, chunk: int = 20_000) -> dict:
-    """``n_cells`` cells resampled from ``source`` into an h5ad at ``path``, written chunk by chunk."""
+def build_query(source: Path, n_cells: int, path: Path, seed: int = 0, chunk: int = 20_000, picks=None,
+                labels=None) -> dict:
+    """``n_cells`` cells resampled from ``source`` into an h5ad at ``path``, written chunk by chunk.
+
+    ``picks`` (the source rows to write, default: drawn uniformly) and ``labels`` (one per source cell, default:
+    its ``cell_type``) let `benchmarks/train_large.py` build a labelled reference the same way."""
     import anndata as ad
     import h5py
     import numpy as np
@@ -76,7 +80,8 @@ def build_query(source: Path, n_cells: int, path: Path, seed: int = 0, chunk: in
     src = ad.read_h5ad(source)
     X = sp.csr_matrix(src.X, dtype=np.float32)
     rng = np.random.default_rng(seed)
-    picks = rng.integers(0, X.shape[0], size=n_cells)
+    picks = rng.integers(0, X.shape[0], size=n_cells) if picks is None else np.asarray(picks)
+    labels = src.obs[LABELS].astype(str).to_numpy() if labels is None else np.asarray(labels, dtype=str)
     indptr = np.concatenate([[0], np.cumsum(np.diff(X.indptr)[picks])]).astype(np.int64)
     nnz = int(indptr[-1])
     tmp = path.with_suffix(".tmp")
@@ -94,7 +99,7 @@ def build_query(source: Path, n_cells: int, path: Path, seed: int = 0, chunk: in
             data[indptr[start] : indptr[stop]] = block.data
             indices[indptr[start] : indptr[stop]] = block.indices
         names = pd.Index([f"c{i}" for i in range(n_cells)])
-        write_elem(f, "obs", pd.DataFrame({LABELS: src.obs[LABELS].astype(str).to_numpy()[picks]}, index=names))
+        write_elem(f, "obs", pd.DataFrame({LABELS: labels[picks]}, index=names))
         write_elem(f, "var", src.var)
         for key in ("obsm", "varm", "obsp", "varp", "layers", "uns"):
             write_elem(f, key, {})

@@ -75,6 +75,25 @@ def test_score_matches_the_computation_by_hand_and_the_sparse_path():
     assert model.percentile(model.threshold(100.0) * 2) == 100.0 and model.threshold(50.0) == 1.0
 
 
+def test_above_its_cap_the_score_is_fitted_on_a_stratified_sample(monkeypatch):
+    from gsrcl.methods.labels import stratified_subset
+
+    rng = np.random.default_rng(2)
+    means = rng.gamma(1.0, 2.0, size=(3, 40))
+    labels = np.repeat(np.array(["a", "b", "c"]), [120, 40, 20])
+    counts = rng.poisson(means[np.searchsorted(["a", "b", "c"], labels)]) + np.eye(180, 40, dtype=int)
+    Xm = _log1p(counts)
+    monkeypatch.setattr(N, "FIT_MAX_CELLS", 60)
+    capped = N.NoveltyModel(n_components=5, seed=3).fit(Xm, labels)
+    sub = stratified_subset(labels, 60, 3)
+    monkeypatch.setattr(N, "FIT_MAX_CELLS", 10_000)
+    on_sample = N.NoveltyModel(n_components=5, seed=3).fit(Xm[sub], labels[sub])
+    whole = N.NoveltyModel(n_components=5, seed=3).fit(Xm, labels)
+    np.testing.assert_array_equal(capped.centroids_, on_sample.centroids_)
+    assert capped.median_ == on_sample.median_ and capped.cell_types_ == ["a", "b", "c"]
+    assert not np.allclose(capped.centroids_, whole.centroids_)
+
+
 def _cells(rng, means, n):
     labels = rng.integers(0, len(means), n)
     counts = rng.poisson(means[labels] * rng.uniform(0.5, 2, size=(n, 1)))

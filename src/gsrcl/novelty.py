@@ -26,6 +26,7 @@ N_COMPONENTS = 50
 SCALE_FLOOR = 0.01  # added to each gene's standard deviation, so genes silent in the reference stay finite
 N_QUANTILES = 1001  # the reference cells' score distribution, for percentiles
 CALIBRATION_FOLDS = 5  # the median and percentiles come from reference cells scored by models fitted without them
+FIT_MAX_CELLS = 10_000  # above this many reference cells, the score is fitted on a stratified sample of them
 _DENSE_MAX = 20_000_000  # below this many matrix entries the PCA runs on a dense copy (exact SVD)
 
 
@@ -59,7 +60,8 @@ class NoveltyModel:
         Parameters
         ----------
         Xm : scipy.sparse matrix
-            The reference cells' model input (cells x reference genes).
+            The reference cells' model input (cells x reference genes). Above `FIT_MAX_CELLS` cells, a
+            stratified sample of that many (each type's share kept, `gsrcl.methods.labels.stratified_subset`).
         labels : array-like of str
             Each cell's type.
         model_input : gsrcl.model_input.ModelInput, optional
@@ -76,7 +78,12 @@ class NoveltyModel:
         ValueError
             For fewer than 2 cells or 2 genes.
         """
+        from .methods.labels import stratified_subset
+
         labels = np.asarray(labels).astype(str)
+        sub = stratified_subset(labels, FIT_MAX_CELLS, self.seed)
+        if sub is not None:  # the PCAs' cost grows with the cells; a sample keeps each type's share
+            Xm, labels = Xm[sub], labels[sub]
         N = _log1p_cp10k(Xm, model_input)
         if min(N.shape) < 2:
             raise ValueError(f"the novelty score needs at least 2 cells and 2 genes, not {N.shape}")

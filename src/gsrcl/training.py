@@ -158,6 +158,7 @@ def train(
         raise ValuesError(f"the data has {X.shape[1]} gene(s): a reference needs at least {MIN_GENES}")
     model_input = ModelInput.fit(X, library_size)
     Xm = model_input.log1p(X)
+    del X  # only the model input is used from here
 
     keep, dropped = drop_rare_classes(labels, min_cells)
     if not keep.all():
