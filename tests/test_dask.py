@@ -254,3 +254,51 @@ def test_importing_gsrcl_does_not_import_dask(tmp_path):
     code = ("import sys, gsrcl, gsrcl.outputs, gsrcl.annotation, gsrcl.cli.predict; "
             "sys.exit(int(any(m == 'dask' or m.startswith(('dask.', 'distributed')) for m in sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], env={**os.environ}).returncode == 0
+
+
+def test_a_scheduler_and_workers_started_from_the_command_line_give_the_single_process_outputs(
+        one_thread, tiny_refdir, pbmc68k_query_file, tmp_path):
+    """The README's commands (`dask scheduler`, `dask worker`) on loopback, then ``gsrcl predict --dask ADDRESS``."""
+    import json
+    import subprocess
+    import time
+
+    dask_cli = Path(sys.executable).parent / "dask"
+    if not dask_cli.exists():
+        pytest.skip("the dask command is not installed beside this Python")
+    info = tmp_path / "scheduler.json"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    common = ["--no-dashboard"]
+    scheduler = subprocess.Popen([str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                  "--scheduler-file", str(info), *common], env=env,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        deadline = time.monotonic() + 60
+        while not info.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        address = json.loads(info.read_text())["address"]
+        assert address.startswith("tcp://127.0.0.1:")
+        worker = subprocess.Popen([str(dask_cli), "worker", address, "--nworkers", "2", "--nthreads", "1",
+                                   "--host", "127.0.0.1", *common], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        from distributed import Client
+
+        with Client(address, timeout=60) as c:
+            c.wait_for_workers(2, timeout=120)
+        ref = tiny_refdir / "pbmc68k_afrcl"
+        single, cluster = tmp_path / "single", tmp_path / "cluster"
+        args = ["predict", "-i", str(pbmc68k_query_file), "-mp", str(tiny_refdir), "-r", "pbmc68k_afrcl",
+                "--block-size", str(BLOCK), "--tsne-cells", "120", "--seed", "3", "-q"]
+        assert ref.exists()
+        assert main(args + ["-o", str(single)]) == 0
+        assert main(args + ["-o", str(cluster), "--dask", address]) == 0
+        assert_same_outputs(single, cluster)
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
