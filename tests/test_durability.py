@@ -156,7 +156,7 @@ def test_reference_save_on_a_full_disk_raises_disk_full_and_leaves_nothing(monke
         Path(path).write_bytes(b"\0" * 1000)
         raise ENOSPC
 
-    monkeypatch.setattr(np, "savez", full_disk)
+    monkeypatch.setattr(np, "savez_compressed", full_disk)
     with pytest.raises(DiskFullError):
         ref.save(tmp_path / "new_refs", "pbmc")
     assert not (tmp_path / "new_refs").exists()
