@@ -200,6 +200,7 @@ def no_training(monkeypatch):
 
     monkeypatch.setattr(gsrcl.training, "train", fail)
     monkeypatch.setattr(gsrcl.io, "read_query", fail)
+    monkeypatch.setattr(gsrcl.io, "open_query", fail)
 
 
 def _train(tmp_path, refdir, name="new", *extra):

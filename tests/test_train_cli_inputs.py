@@ -172,6 +172,7 @@ def test_manifest_records_the_threads_the_training_ran_with(h5ad):
                                     '{"head": [16, -1]}'])
 def test_bad_layer_widths_are_one_line_and_the_settings_code(h5ad, tmp_path, capsys, monkeypatch, config):
     monkeypatch.setattr("gsrcl.io.read_query", lambda *a, **k: pytest.fail("read the data before the settings"))
+    monkeypatch.setattr("gsrcl.io.open_query", lambda *a, **k: pytest.fail("opened the data before the settings"))
     assert train_cli(h5ad, tmp_path / "refs", "--labels", "ct", "--config", config) == errors.GsrclError.exit_code
     assert "layer widths" in one_line_error(capsys)
 
