@@ -13,7 +13,6 @@ pass product, and each grouped result is checked to be bitwise the one-pass resu
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -25,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
+from harness.files import write_json  # noqa: E402  (benchmarks/ is on the path)
 DATA = ROOT.parent / "shared" / "data" / "mouse_immune_actinn_1k.h5ad"
 RESULT = ROOT / "benchmarks" / "results" / "first_layer_inference.json"
 warnings.filterwarnings("ignore", category=UserWarning)
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     result = {"command": "benchmarks/first_layer_inference.py " + " ".join(argv or sys.argv[1:]),
               "threads": a.threads, "load": os.getloadavg(), "density": X.nnz / np.prod(X.shape), "rows": rows,
               "table": md}
-    a.out.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(a.out, result)
     return 0
 
 

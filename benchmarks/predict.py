@@ -54,6 +54,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+from harness.files import write_json  # noqa: E402  (benchmarks/ is on the path)
 SOURCE = ROOT.parent / "shared" / "data" / "mouse_immune_actinn_1k.h5ad"
 SCRATCH = ROOT / "benchmarks" / "scratch"
 RESULT = ROOT / "benchmarks" / "results" / "predict.json"
@@ -495,9 +496,7 @@ def main(argv: list[str] | None = None) -> int:
         "table": md,
     }
     a.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, a.out)
+    write_json(a.out, result)
     print(f"wrote {a.out}")
     return 0
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from harness.files import write_json  # noqa: E402  (benchmarks/ is on the path)
 RESULT = ROOT / "benchmarks" / "results" / "reference_size.json"
 
 
@@ -153,9 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     print(md)
     result = {"command": "benchmarks/reference_size.py " + " ".join(map(str, argv or sys.argv[1:])), "rows": rows,
               "table": md}
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, a.out)
+    write_json(a.out, result)
     print(f"wrote {a.out}")
     return 0
 

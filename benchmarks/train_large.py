@@ -29,6 +29,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from harness.files import write_json  # noqa: E402  (benchmarks/ is on the path)
 SCRATCH = ROOT / "benchmarks" / "scratch"
 RESULT = ROOT / "benchmarks" / "results" / "train_large.json"
 N_TYPES = 30
@@ -131,8 +132,8 @@ def main(argv=None) -> int:
               for r in rows]
     md = "\n".join(lines)
     print(md)
-    a.out.write_text(json.dumps({"command": "benchmarks/train_large.py " + " ".join(argv or sys.argv[1:]),
-                                 "rows": rows, "table": md}, indent=1) + "\n")
+    write_json(a.out, {"command": "benchmarks/train_large.py " + " ".join(argv or sys.argv[1:]), "rows": rows,
+                       "table": md})
     return 0
 
 

@@ -33,6 +33,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from harness.files import write_json  # noqa: E402  (benchmarks/ is on the path)
 RESULT = ROOT / "benchmarks" / "results" / "train_profile.json"
 SCRATCH = ROOT / "benchmarks" / "scratch" / "profile_refs"  # the trained references, kept (git-ignored)
 
@@ -131,9 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     keep = [r for r in old["rows"] if (r["task"], r["method"]) not in {(n["task"], n["method"]) for n in rows}]
     result = {"command": "benchmarks/train_profile.py " + " ".join(argv), "platform": platform.platform(),
               "cpus": os.cpu_count(), "rows": keep + rows, "table": table(keep + rows)}
-    tmp = a.out.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1) + "\n")
-    os.replace(tmp, a.out)
+    write_json(a.out, result)
     print(f"wrote {a.out}")
     return 0
 
