@@ -69,7 +69,7 @@ def train(
     adata : anndata.AnnData or gsrcl.io.QuerySource
         Cells x genes, raw counts or log1p values in ``X``; gene names unique. A backed AnnData
         (``anndata.read_h5ad(path, backed="r")``) or a `gsrcl.io.open_query` source is read a block of rows at a
-        time, and only the rows training uses are kept: the whole matrix is never held.
+        time and only the rows ``max_cells_per_type`` keeps are held (all of them when no type reaches it).
     labels_key : str or array-like or pandas.Series
         A column of ``adata.obs``, or the labels themselves (a Series indexed by cell names is aligned to
         ``adata.obs_names``; every cell needs a label).
