@@ -9,9 +9,9 @@ import anndata as ad
 import numpy as np
 import pytest
 
+import gsrcl
 from gsrcl.cli import main
 from gsrcl.errors import GsrclError
-from gsrcl.io import open_query
 from gsrcl.methods.labels import cap_per_type
 from gsrcl.training import train
 from tests.conftest import TINY_SETTINGS
@@ -63,7 +63,7 @@ def test_capped_training_from_memory_a_backed_file_and_a_source_gives_one_model(
         from_backed = _train(backed, cap)
     finally:
         backed.file.close()
-    from_source = _train(open_query(path), cap)
+    from_source = _train(gsrcl.open_query(path), cap)
     for other in (from_backed, from_source):
         assert other.genes == in_memory.genes
         assert set(other.arrays) == set(in_memory.arrays)

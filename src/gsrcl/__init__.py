@@ -2,7 +2,8 @@
 
 ``gsrcl.train(adata, labels_key=..., method=...)`` builds a reference; ``gsrcl.annotate(adata, reference)`` labels
 a query and ``gsrcl.probabilities(annotated)`` gives its probabilities as a DataFrame; ``gsrcl.read_query(path)``
-reads any supported input; ``gsrcl.Reference.load(dir)`` reads a reference.
+reads any supported input, ``gsrcl.open_query(path)`` opens it without reading its values (``train`` then reads
+only the rows it keeps); ``gsrcl.Reference.load(dir)`` reads a reference.
 """
 
 __version__ = "0.1.0"
@@ -12,6 +13,7 @@ _LAZY = {
     "annotate": ("gsrcl.annotation", "annotate"),
     "probabilities": ("gsrcl.annotation", "probabilities"),
     "read_query": ("gsrcl.io", "read_query"),
+    "open_query": ("gsrcl.io", "open_query"),
     "Reference": ("gsrcl.reference", "Reference"),
 }
 
