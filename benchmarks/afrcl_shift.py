@@ -12,13 +12,20 @@ On that model, without retraining the encoders, the query is annotated by:
 - ``adabn_pool``: both.
 
 Each is scored with macro-F1 over the reference's types (Unassigned, probability <= 0.5, counts as wrong), as
-the accuracy benchmark. Results accumulate in ``benchmarks/results/afrcl_shift.{json,md}``::
+the accuracy benchmark; where the query holds types the reference lacks, also the AUROC of each rule's
+``unseen_score`` (the model's novelty score over the rule's ``conf_score``, averaged over each cell's 15 nearest
+query cells in the model input's principal components) for telling them from known cells. ``--set KEY=VALUE``
+trains the model with a setting other than the default preset's (``ensemble=1``, ``scale_genes=False``: values
+read as Python literals); each setting is an entry of its own. Results accumulate in
+``benchmarks/results/afrcl_shift.{json,md}``::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/afrcl_shift.py --tasks pbmc_3v1_to_5p,pbmc_5p_to_3v1
+    OMP_NUM_THREADS=1 .venv/bin/python benchmarks/afrcl_shift.py --tasks pbmc_3v1_to_5p --set ensemble=1
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import sys
 import time
@@ -27,7 +34,7 @@ import numpy as np
 
 from harness.inputs import align_to
 from harness.methods import make_method
-from harness.metrics import as_text, macro_f1
+from harness.metrics import as_text, macro_f1, unseen_auroc
 from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
 from harness.trials import TrialLog, trial_parser
 
@@ -64,7 +71,34 @@ def adapt_batch_norm(model, Xm, block: int = 4096) -> None:
         enc.eval()
 
 
-def run_task(task, data_dir: str, seed: int) -> list[dict]:
+def _unseen_aurocs(y, types, novelty, proba: dict, Qm) -> dict[str, float] | None:
+    """Per rule, the AUROC of its neighbourhood-averaged unseen score (None: the query has no unseen type)."""
+    from gsrcl.neighbours import QueryNeighbours, in_blocks
+
+    if np.isin(y, types).all() or Qm.shape[0] < 60:
+        return None
+    graph = QueryNeighbours().fit(in_blocks(Qm.tocsr()), Qm.shape[0])
+    return {r: unseen_auroc(y, -graph.smooth(novelty / np.maximum(p.max(axis=1), 1e-6)), types)
+            for r, p in proba.items()}
+
+
+def parse_settings(items: list[str]) -> dict:
+    """``KEY=VALUE`` strings as a dict, each value read as a Python literal (else kept as text)."""
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        try:
+            out[key] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            out[key] = value
+    return out
+
+
+def variant_name(settings: dict) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(settings.items())) or "default"
+
+
+def run_task(task, data_dir: str, seed: int, settings: dict | None = None) -> list[dict]:
     import anndata as ad
     import pandas as pd
 
@@ -74,7 +108,7 @@ def run_task(task, data_dir: str, seed: int) -> list[dict]:
 
     out = []
     for ref, query in task_splits(task, data_dir):
-        est = make_method("afrcl", seed=seed)
+        est = make_method("afrcl", seed=seed, overrides=settings or None)
         t0 = time.perf_counter()
         est.fit(ref, ref.obs[LABEL].to_numpy())
         fit_seconds = time.perf_counter() - t0
@@ -92,13 +126,18 @@ def run_task(task, data_dir: str, seed: int) -> list[dict]:
                            distances=True)
         gene_seconds = time.perf_counter() - t1
         gene = gene_svc.predict_proba(Qm.toarray())[:, [list(map(str, gene_svc.classes_)).index(t) for t in types]]
-        proba = {"default": np.asarray(annotate(q, reference, quiet=True, plot=False).obsm["probabilities"])}
+        first = annotate(q, reference, quiet=True, plot=False)
+        novelty = np.asarray(first.obs["novelty_score"], dtype=float)
+        proba = {"default": np.asarray(first.obsm["probabilities"])}
         proba["genes"] = gene
         proba["pool"] = (proba["default"] + gene) / 2
         adapt_batch_norm(model, Qm)
         proba["adabn"] = np.asarray(annotate(q, reference, quiet=True, plot=False).obsm["probabilities"])
         proba["adabn_pool"] = (proba["adabn"] + gene) / 2
         rules = {r: {"macro_f1": macro_f1(y, _labels(p, types), types)} for r, p in proba.items()}
+        aurocs = _unseen_aurocs(y, types, novelty, proba, Qm)
+        for r, value in (aurocs or {}).items():
+            rules[r]["unseen_auroc"] = value
         out.append({"fit_seconds": fit_seconds, "gene_svm_seconds": gene_seconds,
                     "gene_svm": {**gene_svc.best_params_, "cv_mcc": gene_svc.cv_score_}, "rules": rules})
     return out
@@ -109,23 +148,43 @@ def markdown(results: dict) -> str:
              "Paired (`benchmarks/afrcl_shift.py`): one AF-RCL `default` model per task and seed; `genes` a "
              "multi-class RBF SVM on the model input, `pool` the mean of both, `adabn` the encoders' BatchNorm "
              "statistics re-estimated on the query, `adabn_pool` both. Macro-F1 over the reference's types "
-             "(Unassigned counts as wrong; mean over folds).", "",
-             "| task | seed | " + " | ".join(RULES) + " |", "|---|---|" + "---|" * len(RULES)]
-    for e in sorted(results["entries"].values(), key=lambda e: (e["task"], e["seed"])):
-        cells = [f"{np.mean([s['rules'][r]['macro_f1'] for s in e['splits']]):.4f}" for r in RULES]
-        lines.append(f"| {e['task']} | {e['seed']} | " + " | ".join(cells) + " |")
+             "(Unassigned counts as wrong; mean over folds); in brackets, where the query holds types the reference "
+             "lacks, the AUROC of the rule's neighbourhood-averaged unseen score. `training`: the settings other than "
+             "the default preset's; `fit s`: the model's training time.", "",
+             "| task | training | seed | fit s | " + " | ".join(RULES) + " |", "|---|---|---|---|" + "---|" * len(RULES)]
+
+    def cell(e, r):
+        text = f"{np.mean([s['rules'][r]['macro_f1'] for s in e['splits']]):.4f}"
+        aurocs = [s["rules"][r].get("unseen_auroc") for s in e["splits"]]
+        if all(a is not None for a in aurocs):
+            text += f" ({np.mean(aurocs):.3f})"
+        return text
+
+    def order(e):
+        return e["task"], e.get("training", "default") != "default", e.get("training", "default"), e["seed"]
+
+    for e in sorted(results["entries"].values(), key=order):
+        fit = sum(s["fit_seconds"] for s in e["splits"])
+        lines.append(f"| {e['task']} | {e.get('training', 'default')} | {e['seed']} | {fit:.0f} | "
+                     + " | ".join(cell(e, r) for r in RULES) + " |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv=None) -> int:
-    args = trial_parser(__doc__, "afrcl_shift").parse_args(argv)
+    parser = trial_parser(__doc__, "afrcl_shift")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training setting other than the default preset's (repeatable)")
+    args = parser.parse_args(argv)
+    settings = parse_settings(args.set)
+    variant = variant_name(settings)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     config = load_config(args.config or DEFAULT_CONFIG, args.data)
     trials = TrialLog(args.out, "afrcl_shift", markdown)
     for name in args.tasks.split(","):
         for seed in map(int, args.seeds.split(",")):
-            splits = run_task(config.tasks[name], str(config.data_dir), seed)
-            trials.add(f"{name}|{seed}", {"task": name, "seed": seed, "splits": splits})
+            splits = run_task(config.tasks[name], str(config.data_dir), seed, settings)
+            key = f"{name}|{seed}" + ("" if variant == "default" else f"|{variant}")
+            trials.add(key, {"task": name, "seed": seed, "training": variant, "splits": splits})
             print(markdown(trials.results).splitlines()[-1], flush=True)
     return 0
 

@@ -201,7 +201,7 @@ _DEFAULT_CHANGES: dict[str, Any] = {
     "score_cells": 2000, "normalize_embedding": True,
 }
 _AFRCL_DEFAULT = replace(_AFRCL_PAPER, **_DEFAULT_CHANGES, epochs=200, patience=6, min_epochs=30,
-                         average_checkpoints="always", scale_genes=True, skip_unexpressed_genes=True)
+                         average_checkpoints="always", skip_unexpressed_genes=True)
 _GSRCL_DEFAULT = replace(_GSRCL_PAPER, **_DEFAULT_CHANGES, batch_size=128, shuffle=True, epochs=100, val_every=5,
                          val_steps=35, min_steps=140, patience=3, min_epochs=20, ties="later", gene_svm="pool")
 
