@@ -15,8 +15,8 @@ Each is scored with macro-F1 over the reference's types (Unassigned, probability
 the accuracy benchmark; where the query holds types the reference lacks, also the AUROC of each rule's
 ``unseen_score`` (the model's novelty score over the rule's ``conf_score``, averaged over each cell's 15 nearest
 query cells in the model input's principal components) for telling them from known cells. ``--set KEY=VALUE``
-trains the model with a setting other than the default preset's (``ensemble=1``, ``scale_genes=False``: values
-read as Python literals); each setting is an entry of its own. Results accumulate in
+trains the model with a setting other than the default preset's (``ensemble=1``, ``scale_genes=true``: values
+read as JSON); each setting is an entry of its own. Results accumulate in
 ``benchmarks/results/afrcl_shift.{json,md}``::
 
     OMP_NUM_THREADS=1 .venv/bin/python benchmarks/afrcl_shift.py --tasks pbmc_3v1_to_5p,pbmc_5p_to_3v1
@@ -25,7 +25,6 @@ read as Python literals); each setting is an entry of its own. Results accumulat
 
 from __future__ import annotations
 
-import ast
 import logging
 import sys
 import time
@@ -36,7 +35,7 @@ from harness.inputs import align_to
 from harness.methods import make_method
 from harness.metrics import as_text, macro_f1, unseen_auroc
 from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
-from harness.trials import TrialLog, trial_parser
+from harness.trials import TrialLog, parse_settings, trial_parser
 
 RULES = ("default", "genes", "pool", "adabn", "adabn_pool")
 P = 0.5
@@ -80,18 +79,6 @@ def _unseen_aurocs(y, types, novelty, proba: dict, Qm) -> dict[str, float] | Non
     graph = QueryNeighbours().fit(in_blocks(Qm.tocsr()), Qm.shape[0])
     return {r: unseen_auroc(y, -graph.smooth(novelty / np.maximum(p.max(axis=1), 1e-6)), types)
             for r, p in proba.items()}
-
-
-def parse_settings(items: list[str]) -> dict:
-    """``KEY=VALUE`` strings as a dict, each value read as a Python literal (else kept as text)."""
-    out = {}
-    for item in items:
-        key, _, value = item.partition("=")
-        try:
-            out[key] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            out[key] = value
-    return out
 
 
 def variant_name(settings: dict) -> str:
@@ -151,6 +138,7 @@ def markdown(results: dict) -> str:
              "(Unassigned counts as wrong; mean over folds); in brackets, where the query holds types the reference "
              "lacks, the AUROC of the rule's neighbourhood-averaged unseen score. `training`: the settings other than "
              "the default preset's; `fit s`: the model's training time.", "",
+             *([results["note"], ""] if results.get("note") else []),
              "| task | training | seed | fit s | " + " | ".join(RULES) + " |", "|---|---|---|---|" + "---|" * len(RULES)]
 
     def cell(e, r):
@@ -175,7 +163,10 @@ def main(argv=None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting other than the default preset's (repeatable)")
     args = parser.parse_args(argv)
-    settings = parse_settings(args.set)
+    try:
+        settings = parse_settings(args.set)
+    except ValueError as exc:
+        parser.error(str(exc))
     variant = variant_name(settings)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     config = load_config(args.config or DEFAULT_CONFIG, args.data)

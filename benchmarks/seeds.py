@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from harness.files import write_json, write_text
+from harness.trials import parse_settings
 from harness.measure import now
 from harness.methods import BASELINES, METHOD_NAMES, OURS
 from harness.report import TARGET_MARGIN
@@ -44,20 +45,6 @@ METRICS = ("macro_f1", "macro_f1_best", "unseen_auroc", "unseen_auroc_novelty_sc
 def label(method: str, overrides: dict) -> str:
     """The row name of ``method`` trained with ``overrides``."""
     return method + ("[" + ",".join(f"{k}={json.dumps(v)}" for k, v in overrides.items()) + "]" if overrides else "")
-
-
-def parse_settings(pairs) -> dict:
-    """``KEY=VALUE`` pairs as a dict, each value read as JSON (true, 370, "x") or else kept as text."""
-    out = {}
-    for pair in pairs or []:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ValueError(f"--set takes KEY=VALUE, not {pair!r}")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def run(task_names, methods, seeds, config, out: Path, isolate: bool = True, overrides: dict | None = None) -> dict:

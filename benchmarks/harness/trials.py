@@ -1,5 +1,5 @@
 """What the paired-trial benchmarks share (``gene_svm_pool.py``, ``afrcl_shift.py``, ``majority_voting.py``): their
-common flags, and their entries accumulated in ``OUT/STEM.json`` and ``OUT/STEM.md`` (a rerun of an entry replaces
+common flags, ``--set KEY=VALUE`` settings (also ``seeds.py``'s), and their entries accumulated in ``OUT/STEM.json`` and ``OUT/STEM.md`` (a rerun of an entry replaces
 it)."""
 
 from __future__ import annotations
@@ -41,3 +41,17 @@ class TrialLog:
         self.out.mkdir(parents=True, exist_ok=True)
         write_json(self.out / f"{self.stem}.json", self.results)
         write_text(self.out / f"{self.stem}.md", self.markdown(self.results))
+
+
+def parse_settings(pairs) -> dict:
+    """``KEY=VALUE`` pairs as a dict, each value read as JSON (true, 370, "x") or else kept as text."""
+    out = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set takes KEY=VALUE, not {pair!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out

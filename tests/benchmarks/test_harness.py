@@ -428,3 +428,27 @@ def test_a_trial_log_keeps_one_entry_per_key_and_rewrites_both_files(tmp_path):
     assert (tmp_path / "trial.md").read_text() == "a|1: 0.9\nb|1: 0.7\n"
     args = trial_parser("Doc.\n\nMore.", "trial").parse_args(["--tasks", "x,y"])
     assert args.tasks == "x,y" and args.seeds == "1111"
+
+
+def test_a_shift_trial_names_its_training_settings_and_reports_them_beside_the_default(script):
+    shift = script("afrcl_shift")
+    assert shift.variant_name({}) == "default"
+    assert shift.variant_name(shift.parse_settings(["scale_genes=true", "ensemble=1"])) == "ensemble=1,scale_genes=True"
+    rules = {r: {"macro_f1": 0.5} for r in shift.RULES}
+    split = {"fit_seconds": 12.0, "rules": {**rules, "default": {"macro_f1": 0.9, "unseen_auroc": 0.8}}}
+    results = {"entries": {
+        "t|1|ensemble=1": {"task": "t", "seed": 1, "training": "ensemble=1", "splits": [split, split]},
+        "t|1": {"task": "t", "seed": 1, "splits": [dict(split, rules=rules)]}}}
+    md = shift.markdown(results).splitlines()
+    rows = [ln for ln in md if ln.startswith("| t |")]
+    # the default first, then the variant; fit seconds summed over the splits, AUROC only where every split has one
+    assert rows[0].startswith("| t | default | 1 | 12 | 0.5000 |")
+    assert rows[1].startswith("| t | ensemble=1 | 1 | 24 | 0.9000 (0.800) | 0.5000 |")
+
+
+def test_the_training_speed_report_gives_the_ratio_of_the_two_revisions(script):
+    speed = script("train_speed")
+    entry = {"task": "t", "method": "afrcl", "cells": 2638, "genes": 2500, "base": "b215426",
+             "base_run": {"seconds": 400.0, "peak_rss": 2e9}, "head_run": {"seconds": 100.0, "peak_rss": 1e9}}
+    md = speed.markdown({"entries": {"t|afrcl": entry}})
+    assert "| t | afrcl | 2,638 x 2,500 | b215426 | 400 | 100 | 4.00x | 2.00 | 1.00 |" in md

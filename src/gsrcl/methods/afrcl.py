@@ -16,7 +16,7 @@ paper grid (MCC), on the embeddings of the chosen encoder.
 The ``paper`` preset follows the publication (docs/methods.md §3.6); the ``default`` preset keeps its network,
 loss, optimiser and batch and adds what measured better or cheaper at the same accuracy: early stopping, quick
 checkpoint scoring, the final SVM on the training and validation cells, ties broken towards the largest C, the
-averaged weights as the model, the gene scale, unit-length embeddings and unexpressed genes left out of training;
+averaged weights as the model, unit-length embeddings and unexpressed genes left out of training;
 around the estimator, ``gsrcl.train`` adds log1p CP10k input and an ensemble of five (`gsrcl.methods.presets`;
 the measurements are in docs/decisions.md). The same seed and thread count give a bitwise-identical model on
 the same CPU.
