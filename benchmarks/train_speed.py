@@ -98,6 +98,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=1111)
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
+    import anndata as ad
+
     config = load_config(DEFAULT_CONFIG)
     out = Path(args.out)
     path = out / "train_speed.json"
@@ -113,8 +115,6 @@ def main(argv=None) -> int:
             for i, name in enumerate(args.tasks.split(",")):
                 task = config.tasks[name]
                 h5ad = reference_file(task, str(config.data_dir))
-                import anndata as ad
-
                 shape = ad.read_h5ad(h5ad, backed="r").shape
                 for method in args.methods.split(","):
                     load = [os.getloadavg()[0]]
