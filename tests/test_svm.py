@@ -306,3 +306,34 @@ def test_final_fit_on_squared_distances_is_libsvms_rbf_model():
     np.testing.assert_array_equal(alone.predict_proba(query), p_fast)
     assert alone.best_params_ == slow.best_params_ and np.isnan(alone.cv_score_)
     np.testing.assert_array_equal(fit_setting(X, y, slow.best_params_, seed=3).predict_proba(query), p_slow)
+
+
+@pytest.mark.realdata
+def test_final_fit_above_the_distance_cap_builds_its_kernel_in_one_buffer(monkeypatch):
+    """Above DISTANCE_CELLS_MAX rows, fit_svc(distances=True) fits the final SVC on a kernel built from the cells
+    in one buffer (svm.rbf_kernel): a multi-class model on unit-length rows (as the embeddings the classifiers
+    see) must be libsvm's own RBF model, and a kernel made from the squared distances must equal it."""
+    import gsrcl.svm as svm
+
+    a = ad.read_h5ad(dataset("mouse_immune_actinn_1k.h5ad"))[:500]
+    cells = np.log1p(a.X.toarray()).astype(np.float64)
+    cells = cells[:, np.argsort(cells.std(axis=0))[-300:]]
+    cells /= np.maximum(np.linalg.norm(cells, axis=1, keepdims=True), 1e-12)
+    X, query = cells[:300], cells[300:]
+    y = a.obs["cell_type"].astype(str).to_numpy()[:300]
+    assert len(np.unique(y)) > 2
+    np.testing.assert_allclose(svm.rbf_kernel(X, 0.7), svm.rbf_kernel(X, 0.7, svm.squared_distances(X)),
+                               atol=1e-12)
+    grid = {"C": [10.0], "gamma": ["scale"]}
+    slow = fit_svc(X, y, grid=grid, cv=3, seed=4)
+    monkeypatch.setattr(svm, "DISTANCE_CELLS_MAX", 100)  # X's 300 rows are above the cap
+    calls, build = [], svm.rbf_kernel
+    monkeypatch.setattr(svm, "rbf_kernel", lambda X, gamma, D2=None: calls.append(D2) or build(X, gamma, D2))
+    fast = fit_svc(X, y, grid=grid, cv=3, seed=4, distances=True)
+    assert len(calls) == 1 and calls[0] is None  # the final fit, on a kernel built from the cells
+    np.testing.assert_array_equal(fast.n_support_, slow.n_support_)
+    p_fast, p_slow = fast.predict_proba(query), slow.predict_proba(query)
+    assert (p_slow.max(axis=1) < 0.99).any()  # not every cell sure: a real comparison
+    # libsvm stops at its tolerance (1e-3), so a kernel rounded differently ends a little elsewhere
+    np.testing.assert_allclose(p_fast, p_slow, atol=1e-3)
+    np.testing.assert_array_equal(p_fast.argmax(axis=1), p_slow.argmax(axis=1))

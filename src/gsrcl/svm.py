@@ -32,6 +32,7 @@ FORMAT = 1
 _MIN_PROB = 1e-7
 _KERNEL_BUDGET = 1 << 24  # kernel entries evaluated at once
 DISTANCE_CELLS_MAX = 5000  # fit_svc(distances=True) holds an n x n float64 matrix of squared distances
+KERNEL_CELLS_MAX = 10_000  # above DISTANCE_CELLS_MAX a final fit builds its n x n kernel in one buffer (800 MB)
 
 
 def _pairs(k: int) -> list[tuple[int, int]]:
@@ -384,14 +385,34 @@ def _grid_on_distances(X: np.ndarray, y, grid: Mapping[str, list], folds, scorin
     return {"params": params, "mean_test_score": scores.mean(axis=1)}
 
 
-def _fit_on_distances(X: np.ndarray, y, D2: np.ndarray, params: dict, seed: int, probability: bool) -> PortableSVC:
-    """The RBF SVC of ``params`` on all of X, fitted by libsvm on the kernel ``exp(-gamma * D2)``: with Platt
-    probabilities libsvm fits 6 times (5 internal folds, then all cells), each computing kernel values afresh
-    at O(d). The same model (up to float rounding) as ``SVC(kernel='rbf')``, kept on X's support vectors."""
+def rbf_kernel(X: np.ndarray, gamma: float, D2: np.ndarray | None = None) -> np.ndarray:
+    """The n x n RBF kernel ``exp(-gamma * |x_i - x_j|^2)`` of a dense X's rows, built in one float64 buffer, from
+    the squared distances ``D2`` when given (``squared_distances``)."""
+    if D2 is not None:
+        K = np.multiply(D2, -gamma)
+    else:
+        sq = np.einsum("ij,ij->i", X, X)
+        K = X @ X.T
+        K *= -2.0
+        K += sq[:, None]
+        K += sq[None, :]
+        np.maximum(K, 0.0, out=K)
+        K *= -gamma
+    np.exp(K, out=K)
+    return K
+
+
+def _fit_on_kernel(X: np.ndarray, y, D2: np.ndarray | None, params: dict, seed: int,
+                   probability: bool) -> PortableSVC:
+    """The RBF SVC of ``params`` on all of X, fitted by libsvm on its precomputed kernel (from the squared
+    distances ``D2`` when given): with Platt probabilities libsvm fits 6 times (5 internal folds, then all cells),
+    and on the cells themselves it would compute every kernel value afresh at O(d). The same model (up to float
+    rounding) as ``SVC(kernel='rbf')``, kept on X's support vectors."""
     gamma = params["gamma"]
     if gamma == "scale":  # as scikit-learn resolves it on X
         gamma = 1.0 / (X.shape[1] * X.var())
-    svc = _fit_quietly(_svc(seed, probability, kernel="precomputed", C=params["C"]), np.exp(-float(gamma) * D2), y)
+    svc = _fit_quietly(_svc(seed, probability, kernel="precomputed", C=params["C"]), rbf_kernel(X, float(gamma), D2),
+                       y)
     return PortableSVC(svc.classes_, X[svc.support_], svc.n_support_, svc._dual_coef_, svc._intercept_,
                        float(gamma), getattr(svc, "_probA", None), getattr(svc, "_probB", None))
 
@@ -412,10 +433,11 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
     single cell there is no CV and the SVC uses C=1, gamma='scale'.
 
     `distances`: run the grid and the final fit on one matrix of squared distances between the cells
-    (`_grid_on_distances`, `_fit_on_distances`), for a dense X of many features (GsRCL's SVMs on the genes):
-    libsvm computes each kernel value afresh in every fit, at O(d) each, which for thousands of genes dominates
-    the fits' cost. True computes that matrix (for a dense X of at most
-    ``DISTANCE_CELLS_MAX`` rows; libsvm's own path otherwise); an array is that matrix for X's rows, computed once
+    (`_grid_on_distances`, `_fit_on_kernel`), for a dense X of more than a few features (the SVMs on the genes
+    and on the embeddings): libsvm computes each kernel value afresh in every fit, at O(d) each, which dominates
+    the fits' cost. True computes that matrix for a dense X of at most ``DISTANCE_CELLS_MAX`` rows; above, the
+    grid takes libsvm's own path and the final fit a kernel built in one buffer (up to ``KERNEL_CELLS_MAX``
+    rows). An array is that matrix for X's rows, computed once
     by a caller that fits several SVMs on the same cells (``squared_distances``)."""
     from joblib import parallel_config
     from sklearn.model_selection import GridSearchCV, StratifiedKFold
@@ -446,7 +468,7 @@ def fit_svc(X, y, *, grid: Mapping[str, list] = PAPER_GRID, cv: int = 5, scoring
         best = _best_params(results, ties)
         cv_score = float(np.nanmax(results["mean_test_score"]))
         log.debug("SVC grid: best %s, CV %s %.4f", best, scoring, cv_score)
-    return _fit_setting(X, y, D2, best, seed, probability, cv_score)
+    return _fit_setting(X, y, D2, best, seed, probability, cv_score, kernel=distances is not False)
 
 
 def fit_setting(X, y, params: Mapping[str, Any], *, seed: int = 0, probability: bool = True,
@@ -455,7 +477,8 @@ def fit_setting(X, y, params: Mapping[str, Any], *, seed: int = 0, probability: 
     refits after its grid, for a setting chosen elsewhere (e.g. on a subset of the cells). ``distances`` as
     `fit_svc`; ``cv_score_`` is NaN."""
     X, y, _ = _check_xy(X, y)
-    return _fit_setting(X, y, _distance_matrix(X, distances), dict(params), seed, probability, float("nan"))
+    return _fit_setting(X, y, _distance_matrix(X, distances), dict(params), seed, probability, float("nan"),
+                        kernel=distances is not False)
 
 
 def _distance_matrix(X, distances: bool | np.ndarray) -> np.ndarray | None:
@@ -470,9 +493,9 @@ def _distance_matrix(X, distances: bool | np.ndarray) -> np.ndarray | None:
 
 
 def _fit_setting(X, y, D2: np.ndarray | None, best: dict, seed: int, probability: bool,
-                 cv_score: float) -> PortableSVC:
-    if D2 is not None:
-        model = _fit_on_distances(X, y, D2, best, seed, probability)
+                 cv_score: float, kernel: bool = False) -> PortableSVC:
+    if D2 is not None or (kernel and not sp.issparse(X) and X.shape[0] <= KERNEL_CELLS_MAX):
+        model = _fit_on_kernel(X, y, D2, best, seed, probability)
     else:
         model = PortableSVC.from_sklearn(_fit_quietly(_svc(seed, probability, **best), X, y))
     model.best_params_ = {k: (v if isinstance(v, str) else float(v)) for k, v in best.items()}

@@ -178,7 +178,7 @@ class AFRCL(EstimatorBase):
             emb = self._represent(encode(encoder, X_svm, device, p["block"]))
             with svm_bar(f"{self.method_name} final SVM (C and gamma by CV)", 1, self.quiet) as svms:
                 self.svc_ = fit_final_svc(emb, y_svm, p["svm_cv"], self.seed, p["svm_grid_cells"],
-                                          p["svm_ties"])
+                                          p["svm_ties"], distances=True)
                 svms.update()
             if expressed is not None:
                 encoder.expand_inputs(expressed, n_genes)

@@ -212,11 +212,14 @@ class GsRCL(EstimatorBase):
                 enc = self._new_encoder(X.shape[1], batch_norm, device)
                 enc.load_state_dict(store.get(key))
                 enc.eval()
-                emb = self._represent(encode(enc, X_svm, device, p["block"]))
+                emb = self._represent(encode(enc, X_svm, device, p["block"])).astype(np.float64)
                 self.encoders_.append(enc.cpu())  # prediction runs on the CPU
+                # the types sharing this checkpoint share the matrix of squared distances between the cells
+                distances = squared_distances(emb) if len(emb) <= DISTANCE_CELLS_MAX else True
                 for k in range(K):
                     if k not in on_genes and choice[k] == key:
-                        self.svcs_[k] = fit_task(k, emb, "embedding")
+                        self.svcs_[k] = fit_task(k, emb, "embedding", distances)
+                del distances
                 store.retain(set(used) - {key})
         self.task_encoder_ = [GENES if k in on_genes else keys.index(choice[k]) for k in range(K)]
         self.checkpoints_ = keys
