@@ -444,6 +444,11 @@ def test_a_shift_trial_names_its_training_settings_and_reports_them_beside_the_d
     # the default first, then the variant; fit seconds summed over the splits, AUROC only where every split has one
     assert rows[0].startswith("| t | default | 1 | 12 | 0.5000 |")
     assert rows[1].startswith("| t | ensemble=1 | 1 | 24 | 0.9000 (0.800) | 0.5000 |")
+    # an entry made before a rule existed shows a dash for it
+    older = {r: v for r, v in rules.items() if r != "linear"}
+    md = shift.markdown({"entries": {"t|2": {"task": "t", "seed": 2, "splits": [dict(split, rules=older)]}}})
+    row = next(ln for ln in md.splitlines() if ln.startswith("| t |")).split(" | ")
+    assert row[4 + shift.RULES.index("linear")] == "–" and row[4 + shift.RULES.index("pool")] == "0.5000"
 
 
 def test_the_training_speed_report_gives_the_ratio_of_the_two_revisions(script):

@@ -35,7 +35,7 @@ from ..nn import Encoder, ProjectionHead, afrcl_loss
 from .base import EstimatorBase
 from .checkpoints import WeightAverage, better, refresh_batch_norm, snapshot
 from .classifiers import check_svc, column_order, fit_final_svc, svc_params, validation_score
-from .encoding import BLOCK, as_csr, encode, sparse_tensor, vstack
+from .encoding import BLOCK, as_csr, encode, sparse_tensor
 from .gene_scale import GENE_SCALE_KEY
 from .labels import fit_inputs, stratified_subset
 from .presets import AFRCLParams
@@ -172,7 +172,7 @@ class AFRCL(EstimatorBase):
             encoder.eval()
             train_seconds = time.perf_counter() - t0
             if p["svm_cells"] == "train+val" and len(y_val):
-                X_svm, y_svm = vstack(X, X_val), np.concatenate([y, y_val])
+                X_svm, y_svm = (X, X_val), np.concatenate([y, y_val])  # encoded in turn, never stacked
             else:
                 X_svm, y_svm = X, y
             emb = self._represent(encode(encoder, X_svm, device, p["block"]))

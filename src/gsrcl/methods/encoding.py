@@ -32,18 +32,38 @@ def sparse_tensor(X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     return to_torch_sparse(X, device=device)
 
 
+def row_blocks(parts, block: int):
+    """Blocks of ``block`` rows of the CSR matrices ``parts`` stacked (the rows of each in turn), as the blocks of
+    their `vstack` would be, without building the stacked matrix: only a block that straddles two parts is
+    stacked."""
+    pending, held = [], 0
+    for X in parts:
+        start = 0
+        while start < X.shape[0]:
+            take = min(block - held, X.shape[0] - start)
+            pending.append(X[start : start + take])
+            held += take
+            start += take
+            if held == block:
+                yield pending[0] if len(pending) == 1 else sp.vstack(pending, format="csr")
+                pending, held = [], 0
+    if held:
+        yield pending[0] if len(pending) == 1 else sp.vstack(pending, format="csr")
+
+
 def encode(encoder: torch.nn.Module, X, device: torch.device, block: int = BLOCK) -> np.ndarray:
     """The encoder's output for every row of ``X``, float32 (n, out).
 
-    Encoded ``block`` rows at a time, in eval mode and without autograd (memory stays bounded whatever the
-    number of cells); the encoder's training mode is restored after."""
-    X = as_csr(X)
+    ``X``: a matrix, or a tuple of matrices of the same genes whose rows are encoded in turn (as their `vstack`,
+    without building it). Encoded ``block`` rows at a time, in eval mode and without autograd (memory stays
+    bounded whatever the number of cells); the encoder's training mode is restored after."""
+    parts = [as_csr(M) for M in (X if isinstance(X, tuple) else (X,))]
     was_training = encoder.training
     encoder.eval()
     out = []
     with torch.inference_mode():
-        for start in range(0, X.shape[0], block):
-            out.append(encoder(sparse_tensor(X[start : start + block], device)).float().cpu().numpy())
+        for rows in row_blocks(parts, block):
+            out.append(encoder(sparse_tensor(rows, device)).float().cpu().numpy())
     encoder.train(was_training)
     if not out:
         return np.zeros((0, encoder_out_features(encoder)), dtype=np.float32)

@@ -42,7 +42,7 @@ from ..svm import DISTANCE_CELLS_MAX, squared_distances
 from .base import EstimatorBase
 from .checkpoints import CheckpointStore, WeightAverage, better, refresh_batch_norm
 from .classifiers import check_svc, fit_final_svc, svc_params, validation_score
-from .encoding import BLOCK, as_csr, encode, vstack
+from .encoding import BLOCK, as_csr, encode
 from .gene_scale import GENE_SCALE_KEY
 from .labels import fit_inputs, stratified_subset
 from .presets import GsRCLParams
@@ -180,9 +180,9 @@ class GsRCL(EstimatorBase):
             used = [max(votes, key=lambda key: (votes[key], key))]
         keys = sorted(set(used))
         if p["svm_cells"] == "train+val" and len(y_val):
-            X_svm, y_svm = vstack(X, X_val), np.concatenate([y, y_val])
+            X_svm, y_svm = (X, X_val), np.concatenate([y, y_val])  # encoded in turn, never stacked
         else:
-            X_svm, y_svm = X, y
+            X_svm, y_svm = (X,), y
         self.encoders_, self.svcs_, self.gene_svcs_ = [], [None] * K, [None] * K
 
         def fit_task(k, inputs, on, distances=False):
@@ -200,7 +200,7 @@ class GsRCL(EstimatorBase):
                         self.quiet) as bar:
             if on_genes or pooled:
                 bar.set_postfix_str("distances between the cells")
-                genes = X_svm.toarray()
+                genes = np.vstack([part.toarray() for part in X_svm])
                 # one matrix of squared distances for every type's gene SVM (it does not depend on the labels)
                 distances = squared_distances(genes) if len(genes) <= DISTANCE_CELLS_MAX else True
                 for k in sorted(on_genes):

@@ -1,0 +1,39 @@
+"""The model input's encoding in blocks of rows (gsrcl.methods.encoding)."""
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from gsrcl.methods.encoding import encode, row_blocks, vstack
+from gsrcl.nn import Encoder
+
+
+def _cells(n, genes, seed):
+    X = sp.random(n, genes, density=0.2, format="csr", dtype=np.float32, random_state=seed)
+    X.data = np.log1p(X.data * 20)
+    return X
+
+
+def test_blocks_of_stacked_parts_are_the_blocks_of_their_stack():
+    A, B = _cells(23, 7, 0), _cells(10, 7, 1)
+    for block in (1, 4, 10, 23, 33, 50):
+        ours = list(row_blocks([A, B], block))
+        theirs = [vstack(A, B)[s : s + block] for s in range(0, 33, block)]
+        assert [b.shape for b in ours] == [b.shape for b in theirs]
+        for a, b in zip(ours, theirs):
+            assert (a != b).nnz == 0
+    assert list(row_blocks([A[:0]], 4)) == []
+
+
+def test_encoding_a_tuple_of_parts_is_encoding_their_stack_bit_for_bit():
+    """The final SVMs' cells (training then validation) are encoded in turn without stacking them: the embedding
+    must be the stacked matrix's, bit for bit (the same blocks of rows reach the encoder)."""
+    torch.manual_seed(0)
+    enc = Encoder(30, (16,), 8, batch_norm=True, input_dropout=0.0)
+    enc.train()
+    enc(torch.randn(64, 30))  # BatchNorm statistics that are not the identity
+    X, X_val = _cells(50, 30, 2), _cells(17, 30, 3)
+    parts = encode(enc, (X, X_val), torch.device("cpu"), block=16)
+    whole = encode(enc, vstack(X, X_val), torch.device("cpu"), block=16)
+    assert parts.shape == (67, 8) and enc.training  # its mode restored
+    np.testing.assert_array_equal(parts, whole)
