@@ -7,6 +7,8 @@ into a temporary git worktree) and of this working tree each train on it in a fr
 other (the order alternates between tasks so that a drift in the machine's load does not favour one side). The
 subprocess times ``gsrcl.train`` alone (after the imports and the reading) and reports its peak memory (VmHWM).
 The ratio ``base s / head s`` is the speed-up; the machine's load average is recorded at both ends.
+``--together`` trains both sides at the same time instead (one process each, for a machine with a core for
+each): both then share whatever else the machine runs.
 
 The default base, b215426, is main when the speed issue was filed (issue 24: "at least 4 times faster than
 today's main"). Results merge into ``benchmarks/results/train_speed.{json,md}`` (a rerun of a task x method
@@ -79,14 +81,18 @@ def train_once(src: Path, h5ad: Path, method: str, seed: int) -> dict:
 def markdown(results: dict) -> str:
     lines = ["# Training speed of the default preset against an earlier revision", "",
              "`benchmarks/train_speed.py`: each task's first reference trained by `gsrcl.train(preset='default')` of "
-             "both revisions, one after the other in fresh processes, in the same run. `speed-up`: base s / head s.",
-             "", "| task | method | cells x genes | base | base s | head s | speed-up | base peak GB | head peak GB |",
-             "|---|---|---|---|---:|---:|---:|---:|---:|"]
+             "both revisions in fresh processes in the same run, one after the other (`in turn`) or at the same time "
+             "(`together`, one core each). `speed-up`: base s / head s; `load`: the machine's load average before and "
+             "after.",
+             "", "| task | method | cells x genes | base | run | base s | head s | speed-up | base peak GB | head peak GB "
+             "| load |",
+             "|---|---|---|---|---|---:|---:|---:|---:|---:|---|"]
     for e in sorted(results["entries"].values(), key=lambda e: (e["task"], e["method"])):
         b, h = e["base_run"], e["head_run"]
+        load = " → ".join(f"{x:.1f}" for x in e.get("load", [])) or "-"
         lines.append(f"| {e['task']} | {e['method']} | {e['cells']:,} x {e['genes']:,} | {e['base']} | "
-                     f"{b['seconds']:.0f} | {h['seconds']:.0f} | {b['seconds'] / h['seconds']:.2f}x | "
-                     f"{b['peak_rss'] / 1e9:.2f} | {h['peak_rss'] / 1e9:.2f} |")
+                     f"{e.get('run', 'in turn')} | {b['seconds']:.0f} | {h['seconds']:.0f} | "
+                     f"{b['seconds'] / h['seconds']:.2f}x | {b['peak_rss'] / 1e9:.2f} | {h['peak_rss'] / 1e9:.2f} | {load} |")
     return "\n".join(lines) + "\n"
 
 
@@ -97,6 +103,8 @@ def main(argv=None) -> int:
     ap.add_argument("--base", default=BASE, help=f"the earlier revision (default {BASE})")
     ap.add_argument("--seed", type=int, default=1111)
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument("--together", action="store_true",
+                    help="train both revisions at the same time (one core each) instead of one after the other")
     args = ap.parse_args(argv)
     import anndata as ad
 
@@ -120,14 +128,23 @@ def main(argv=None) -> int:
                     load = [os.getloadavg()[0]]
                     sides = [("base", tree / "src"), ("head", ROOT / "src")]
                     runs = {}
-                    for side, src in (sides if i % 2 == 0 else sides[::-1]):
-                        runs[side] = train_once(src, h5ad, method, args.seed)
+                    if args.together:
+                        from concurrent.futures import ThreadPoolExecutor
+
+                        with ThreadPoolExecutor(2) as pool:
+                            jobs = {side: pool.submit(train_once, src, h5ad, method, args.seed) for side, src in sides}
+                            runs = {side: job.result() for side, job in jobs.items()}
+                    else:
+                        for side, src in (sides if i % 2 == 0 else sides[::-1]):
+                            runs[side] = train_once(src, h5ad, method, args.seed)
+                    for side in ("base", "head"):
                         print(f"{name} {method} {side}: {runs[side]['seconds']:.0f} s", flush=True)
                     load.append(os.getloadavg()[0])
                     results["entries"][f"{name}|{method}"] = {
                         "task": name, "method": method, "cells": shape[0], "genes": shape[1], "base": base_rev,
                         "head": head_rev, "seed": args.seed, "base_run": runs["base"], "head_run": runs["head"],
                         "speed_up": runs["base"]["seconds"] / runs["head"]["seconds"], "load": load,
+                        "run": "together" if args.together else "in turn",
                         "threads": os.environ.get("OMP_NUM_THREADS"), "finished": now(),
                         "command": " ".join(["benchmarks/train_speed.py", *sys.argv[1:]])}
                     out.mkdir(parents=True, exist_ok=True)

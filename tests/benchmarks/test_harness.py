@@ -456,4 +456,6 @@ def test_the_training_speed_report_gives_the_ratio_of_the_two_revisions(script):
     entry = {"task": "t", "method": "afrcl", "cells": 2638, "genes": 2500, "base": "b215426",
              "base_run": {"seconds": 400.0, "peak_rss": 2e9}, "head_run": {"seconds": 100.0, "peak_rss": 1e9}}
     md = speed.markdown({"entries": {"t|afrcl": entry}})
-    assert "| t | afrcl | 2,638 x 2,500 | b215426 | 400 | 100 | 4.00x | 2.00 | 1.00 |" in md
+    assert "| t | afrcl | 2,638 x 2,500 | b215426 | in turn | 400 | 100 | 4.00x | 2.00 | 1.00 | - |" in md
+    md = speed.markdown({"entries": {"t|afrcl": {**entry, "run": "together", "load": [2.04, 2.51]}}})
+    assert "| b215426 | together | 400 | 100 | 4.00x | 2.00 | 1.00 | 2.0 → 2.5 |" in md
