@@ -37,23 +37,21 @@ def embedding(Z: np.ndarray, width: int, seed: int = 0) -> np.ndarray:
 
 
 def main(argv=None) -> int:
-    import anndata as ad
     from sklearn.decomposition import TruncatedSVD
 
     from gsrcl.methods.classifiers import fit_final_svc
     from gsrcl.values import log1p_normalized
     from harness.files import write_json
-    from harness.inputs import model_input
+    from harness.inputs import model_input, read_labelled
     from harness.measure import now
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", default=str(RESULTS), help=f"result file (default {RESULTS.relative_to(ROOT)})")
     args = ap.parse_args(argv)
-    if not DATA.exists():
-        print(f"{DATA} is absent: this benchmark needs ../shared/data", file=sys.stderr)
+    data = read_labelled(DATA)
+    if data is None:
         return 2
-    adata = ad.read_h5ad(DATA)
-    labels = adata.obs["cell_type"].astype(str).to_numpy()
+    adata, labels = data
     Z = TruncatedSVD(50, random_state=0).fit_transform(log1p_normalized(model_input(adata), 10_000))
     rows = []
     for name, width, binary in CASES:

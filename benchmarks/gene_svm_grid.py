@@ -29,23 +29,20 @@ RESULTS = ROOT / "benchmarks" / "results" / "gene_svm_grid.json"
 
 
 def main(argv=None) -> int:
-    import anndata as ad
-
     from gsrcl.methods.labels import stratified_subset
     from gsrcl.svm import PAPER_GRID, fit_svc
     from gsrcl.values import log1p_normalized
     from harness.files import write_json
-    from harness.inputs import model_input
+    from harness.inputs import model_input, read_labelled
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cells", type=int, default=800, help="cells of the grid (default 800: a CV fold's training "
                                                           "and validation cells)")
     args = ap.parse_args(argv)
-    if not DATA.exists():
-        print(f"{DATA} is absent: this benchmark needs ../shared/data", file=sys.stderr)
+    data = read_labelled(DATA)
+    if data is None:
         return 2
-    adata = ad.read_h5ad(DATA)
-    labels = adata.obs["cell_type"].astype(str).to_numpy()
+    adata, labels = data
     sub = stratified_subset(labels, args.cells, 0)
     sub = np.arange(len(labels)) if sub is None else sub
     cells = log1p_normalized(model_input(adata), 10_000)

@@ -6,6 +6,7 @@ CellTypist, log1p counts per 10,000 (`log1p_cp10k`), each aligned to the genes i
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 import numpy as np
@@ -14,6 +15,24 @@ import scipy.sparse as sp
 
 #: Counts per cell after library-size normalisation, as CellTypist expects.
 CP10K = 10_000
+
+
+def read_labelled(path, key: str = "cell_type"):
+    """A benchmark's data file and its labels, or None (with a line on stderr) when ``../shared/data`` lacks it.
+
+    Returns
+    -------
+    (anndata.AnnData, numpy.ndarray of str) or None
+    """
+    import sys
+
+    import anndata as ad
+
+    if not os.path.exists(path):
+        print(f"{path} is absent: this benchmark needs ../shared/data", file=sys.stderr)
+        return None
+    adata = ad.read_h5ad(path)
+    return adata, adata.obs[key].astype(str).to_numpy()
 
 
 def model_input(adata) -> sp.csr_matrix:
