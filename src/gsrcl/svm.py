@@ -35,6 +35,19 @@ DISTANCE_CELLS_MAX = 5000  # fit_svc(distances=True) holds an n x n float64 matr
 KERNEL_CELLS_MAX = 10_000  # above DISTANCE_CELLS_MAX a final fit builds its n x n kernel in one buffer (800 MB)
 
 
+def _rbf(A: np.ndarray, B: np.ndarray, sq_a: np.ndarray, sq_b: np.ndarray, gamma: float) -> np.ndarray:
+    """The RBF kernel between the rows of A and of B (``sq_a``, ``sq_b``: their squared norms), in one
+    (len(A), len(B)) buffer updated in place from the product ``A @ B.T``."""
+    k = A @ B.T
+    k *= -2.0
+    k += sq_a[:, None]
+    k += sq_b[None, :]
+    np.maximum(k, 0.0, out=k)  # squared distances
+    k *= -gamma
+    np.exp(k, out=k)
+    return k
+
+
 def _pairs(k: int) -> list[tuple[int, int]]:
     """Class pairs in libsvm's order: (0,1), (0,2), ..., (0,k-1), (1,2), ..."""
     return [(i, j) for i in range(k) for j in range(i + 1, k)]
@@ -245,13 +258,7 @@ class PortableSVC:
 
     def _decision_libsvm(self, block: np.ndarray) -> np.ndarray:
         """(n, n_pairs) libsvm decision values: positive favours the first class of the pair."""
-        k = block @ self.support_vectors_.T  # one (n, n_SV) buffer, updated in place into the kernel
-        k *= -2.0
-        k += np.einsum("ij,ij->i", block, block)[:, None]
-        k += self._sv_sq[None, :]
-        np.maximum(k, 0.0, out=k)  # squared distances
-        k *= -self.gamma
-        np.exp(k, out=k)
+        k = _rbf(block, self.support_vectors_, np.einsum("ij,ij->i", block, block), self._sv_sq, self.gamma)
         return k @ self._pair_coef + self.intercept_
 
     def decision_function(self, X) -> np.ndarray:
@@ -388,16 +395,10 @@ def _grid_on_distances(X: np.ndarray, y, grid: Mapping[str, list], folds, scorin
 def rbf_kernel(X: np.ndarray, gamma: float, D2: np.ndarray | None = None) -> np.ndarray:
     """The n x n RBF kernel ``exp(-gamma * |x_i - x_j|^2)`` of a dense X's rows, built in one float64 buffer, from
     the squared distances ``D2`` when given (``squared_distances``)."""
-    if D2 is not None:
-        K = np.multiply(D2, -gamma)
-    else:
+    if D2 is None:
         sq = np.einsum("ij,ij->i", X, X)
-        K = X @ X.T
-        K *= -2.0
-        K += sq[:, None]
-        K += sq[None, :]
-        np.maximum(K, 0.0, out=K)
-        K *= -gamma
+        return _rbf(X, X, sq, sq, gamma)
+    K = np.multiply(D2, -gamma)
     np.exp(K, out=K)
     return K
 

@@ -200,7 +200,11 @@ class GsRCL(EstimatorBase):
                         self.quiet) as bar:
             if on_genes or pooled:
                 bar.set_postfix_str("distances between the cells")
-                genes = np.vstack([part.toarray() for part in X_svm])
+                genes = np.zeros((len(y_svm), X.shape[1]), dtype=X.dtype)  # one dense copy, filled part by part
+                start = 0
+                for part in X_svm:
+                    part.toarray(out=genes[start : start + part.shape[0]])
+                    start += part.shape[0]
                 # one matrix of squared distances for every type's gene SVM (it does not depend on the labels)
                 distances = squared_distances(genes) if len(genes) <= DISTANCE_CELLS_MAX else True
                 for k in sorted(on_genes):
