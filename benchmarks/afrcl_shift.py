@@ -12,7 +12,12 @@ On that model, without retraining the encoders, the query is annotated by:
 - ``adabn_pool``: both;
 - ``linear``: a linear SVM on the model input (scikit-learn ``LinearSVC``, C = 1, its probabilities by Platt's
   sigmoid over 3 folds, ``CalibratedClassifierCV``), fitted on the reference's training cells;
-- ``linear_pool``: the mean of the default's and the linear SVM's probabilities.
+- ``linear_pool``: the mean of the default's and the linear SVM's probabilities;
+- ``linear_quarter``: the default's probabilities weighted 3/4, the linear SVM's 1/4.
+
+``--save-proba DIR`` also writes, per task, seed and split, ``DIR/TASK_SEED_SPLIT.npz``: the query's true labels,
+the reference's types, every rule's probabilities and the novelty score, so that other weights and query-level
+rules can be scored without training again.
 
 Each is scored with macro-F1 over the reference's types (Unassigned, probability <= 0.5, counts as wrong), as
 the accuracy benchmark; where the query holds types the reference lacks, also the AUROC of each rule's
@@ -31,6 +36,7 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -40,7 +46,7 @@ from harness.metrics import as_text, macro_f1, unseen_auroc
 from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
 from harness.trials import TrialLog, parse_settings, trial_parser
 
-RULES = ("default", "genes", "pool", "adabn", "adabn_pool", "linear", "linear_pool")
+RULES = ("default", "genes", "pool", "adabn", "adabn_pool", "linear", "linear_pool", "linear_quarter")
 P = 0.5
 
 
@@ -96,7 +102,7 @@ def variant_name(settings: dict) -> str:
     return ",".join(f"{k}={v}" for k, v in sorted(settings.items())) or "default"
 
 
-def run_task(task, data_dir: str, seed: int, settings: dict | None = None) -> list[dict]:
+def run_task(task, data_dir: str, seed: int, settings: dict | None = None, save=None) -> list[dict]:
     import anndata as ad
     import pandas as pd
 
@@ -136,6 +142,12 @@ def run_task(task, data_dir: str, seed: int, settings: dict | None = None) -> li
         proba["adabn_pool"] = (proba["adabn"] + gene) / 2
         proba["linear"] = linear
         proba["linear_pool"] = (proba["default"] + linear) / 2
+        proba["linear_quarter"] = 0.75 * proba["default"] + 0.25 * linear
+        if save is not None:
+            save.mkdir(parents=True, exist_ok=True)
+            np.savez_compressed(save / f"{task.name}_{seed}_{len(out)}.npz", y=np.asarray(y, dtype=str),
+                                types=np.asarray(types, dtype=str), novelty=novelty,
+                                **{f"p_{r}": p for r, p in proba.items()})
         rules = {r: {"macro_f1": macro_f1(y, _labels(p, types), types)} for r, p in proba.items()}
         aurocs = _unseen_aurocs(y, types, novelty, proba, Qm)
         for r, value in (aurocs or {}).items():
@@ -150,7 +162,7 @@ def markdown(results: dict) -> str:
              "Paired (`benchmarks/afrcl_shift.py`): one AF-RCL `default` model per task and seed; `genes` a "
              "multi-class RBF SVM on the model input, `pool` the mean of both, `adabn` the encoders' BatchNorm "
              "statistics re-estimated on the query, `adabn_pool` both, `linear` a linear SVM on the model input with Platt "
-             "probabilities, `linear_pool` its mean with the default. Macro-F1 over the reference's types "
+             "probabilities, `linear_pool` its mean with the default, `linear_quarter` the default weighted 3/4 and the linear SVM 1/4. Macro-F1 over the reference's types "
              "(Unassigned counts as wrong; mean over folds); in brackets, where the query holds types the reference "
              "lacks, the AUROC of the rule's neighbourhood-averaged unseen score. `training`: the settings other than "
              "the default preset's; `fit s`: the model's training time; –: an entry made before the rule.", "",
@@ -180,6 +192,8 @@ def main(argv=None) -> int:
     parser = trial_parser(__doc__, "afrcl_shift")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a training setting other than the default preset's (repeatable)")
+    parser.add_argument("--save-proba", type=Path, default=None, metavar="DIR",
+                        help="also write each split's probabilities, labels and novelty scores to DIR/*.npz")
     args = parser.parse_args(argv)
     try:
         settings = parse_settings(args.set)
@@ -191,7 +205,7 @@ def main(argv=None) -> int:
     trials = TrialLog(args.out, "afrcl_shift", markdown)
     for name in args.tasks.split(","):
         for seed in map(int, args.seeds.split(",")):
-            splits = run_task(config.tasks[name], str(config.data_dir), seed, settings)
+            splits = run_task(config.tasks[name], str(config.data_dir), seed, settings, args.save_proba)
             key = f"{name}|{seed}" + ("" if variant == "default" else f"|{variant}")
             trials.add(key, {"task": name, "seed": seed, "training": variant, "splits": splits})
             print(markdown(trials.results).splitlines()[-1], flush=True)
