@@ -99,3 +99,32 @@ def test_cli_flag_caps_the_cells_and_zero_means_every_cell(reference_file, tmp_p
         main(common + ["-r", "bad", "--max-cells-per-type", "-3"])
     assert exc.value.code == 2 and "must be 0 or more" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+
+
+def test_rows_read_block_by_block_grow_one_matrix_equal_to_slicing():
+    import scipy.sparse as sp
+
+    from gsrcl.training import _RowBuffer
+
+    rng = np.random.default_rng(1)
+    # a sparse first block, then denser ones: the arrays must grow, more than once
+    blocks = [sp.random(n, 50, density=d, format="csr", dtype=np.float32, random_state=rng)
+              for n, d in ((20, 0.01), (30, 0.3), (5, 0.0), (40, 0.9))]
+    buf = _RowBuffer(sum(b.shape[0] for b in blocks), 50)
+    for b in blocks:
+        buf.append(b)
+    X, expected = buf.matrix(), sp.vstack(blocks, format="csr")
+    assert X.dtype == np.float32 and X.indices.dtype == np.int32 and X.shape == expected.shape
+    np.testing.assert_array_equal(X.indptr, expected.indptr)
+    np.testing.assert_array_equal(X.indices, expected.indices)
+    np.testing.assert_array_equal(X.data, expected.data)
+
+
+def test_training_leaves_a_callers_float32_matrix_as_it_was(reference_file):
+    """The values read from a file are transformed where they lie; a caller's own CSR float32 matrix is not."""
+    adata, _ = reference_file
+    a = adata.copy()
+    before = a.X.copy()
+    train(a, LABELS, "afrcl", library_size=1e4, max_cells_per_type=None, novelty=False, quiet=True,
+          **{**TINY_SETTINGS, "epochs": 1, "min_epochs": 1})
+    assert a.X.dtype == np.float32 and (a.X != before).nnz == 0

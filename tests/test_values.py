@@ -183,3 +183,23 @@ def test_log1p_normalized_scales_each_cell_and_is_idempotent():
     np.testing.assert_allclose(log1p_normalized(out, 100.0).toarray(), expected, rtol=1e-5)
     # values far beyond a log count (counts declared as logged) stay finite
     assert np.isfinite(log1p_normalized(counts * 1000, 100.0).data).all()
+
+
+def test_scaling_in_row_blocks_and_in_place_is_the_scaling_of_a_copy(monkeypatch):
+    import gsrcl.values as values
+
+    rng = np.random.default_rng(0)
+    X = sp.random(301, 40, density=0.2, format="csr", dtype=np.float32, random_state=rng)
+    X.data = np.log1p(X.data * 50)
+    X[7] = 0  # an empty row
+    X.eliminate_zeros()
+    whole = values.log1p_normalized(X, 1e4)
+    monkeypatch.setattr(values, "SCALE_ROWS", 16)  # many blocks, the last one short
+    before = X.copy()
+    assert (values.log1p_normalized(X, 1e4) != whole).nnz == 0
+    assert (X != before).nnz == 0  # a copy by default
+    inplace = values.log1p_normalized(X, 1e4, copy=False)
+    assert np.shares_memory(inplace.data, X.data)
+    np.testing.assert_array_equal(inplace.toarray(), whole.toarray())  # bit for bit
+    Y = before.copy()
+    assert np.shares_memory(to_model_input(Y, "log1p", log_base=2.0, copy=False).data, Y.data)

@@ -112,10 +112,11 @@ class ModelInput:
                    offset=float(offset) if offset else None)
 
     # --- applying it -------------------------------------------------------------------------------------
-    def log1p(self, X, kind: ValueReport | str | None = None) -> sp.csr_matrix:
+    def log1p(self, X, kind: ValueReport | str | None = None, copy: bool = True) -> sp.csr_matrix:
         """Step 1: ``X`` on the natural log1p scale (CSR float32), by the value ``kind`` of the data at hand
         (a `ValueReport`, which also gives the log base, or a kind name; None: the reference's own kind and log
-        base, for the reference's data). Zeros stay zeros.
+        base, for the reference's data). Zeros stay zeros. ``copy=False``: ``X`` itself is transformed when it
+        is CSR float32 already (the original tool's log always copies).
 
         Raises
         ------
@@ -125,16 +126,17 @@ class ModelInput:
         if kind is None:
             kind = self.expected
             if self.offset is None:
-                return to_model_input(X, kind, log_base=self.log_base)
+                return to_model_input(X, kind, log_base=self.log_base, copy=copy)
         name = kind.kind if isinstance(kind, ValueReport) else kind
         if self.offset is not None and name in ("counts", "normalized"):
             return original_log(X, self.offset)
-        return to_model_input(X, kind)
+        return to_model_input(X, kind, copy=copy)
 
-    def normalize(self, Xm: sp.csr_matrix) -> sp.csr_matrix:
+    def normalize(self, Xm: sp.csr_matrix, copy: bool = True) -> sp.csr_matrix:
         """Step 2: the natural-log1p values ``Xm`` (cells x the reference's genes) with each cell scaled to
-        ``library_size``; ``Xm`` itself without one."""
-        return log1p_normalized(Xm, self.library_size) if self.library_size else Xm
+        ``library_size``; ``Xm`` itself without one. ``copy=False``: ``Xm`` itself is scaled when it is CSR
+        float32 already."""
+        return log1p_normalized(Xm, self.library_size, copy=copy) if self.library_size else Xm
 
     def transform(self, X, kind: ValueReport | str | None = None) -> sp.csr_matrix:
         """The model input of cells ``X`` already aligned to the reference's genes (CSR float32): `log1p`,
@@ -178,4 +180,4 @@ def original_log(X, offset: float) -> sp.csr_matrix:
 def log1p_cp10k(X, kind: ValueReport | str) -> sp.csr_matrix:
     """log1p CP10k of cells ``X`` over whatever genes they have, by their value ``kind``: the space of the
     query's own neighbourhoods (`gsrcl.neighbours`), independent of any reference."""
-    return log1p_normalized(to_model_input(X, kind), CP10K)
+    return log1p_normalized(to_model_input(X, kind), CP10K, copy=False)

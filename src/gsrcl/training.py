@@ -153,11 +153,11 @@ def train(
             f"{len(dup)} gene names occur more than once (e.g. {', '.join(map(str, dup[:3]))}): make them unique "
             "(e.g. anndata's var_names_make_unique) before training"
         )
-    X = _matrix(adata, source, rows)
+    X, own = _matrix(adata, source, rows)
     if X.shape[1] < MIN_GENES:
         raise ValuesError(f"the data has {X.shape[1]} gene(s): a reference needs at least {MIN_GENES}")
     model_input = ModelInput.fit(X, library_size)
-    Xm = model_input.log1p(X)
+    Xm = model_input.log1p(X, copy=not own)  # the values read are transformed where they lie
     del X  # only the model input is used from here
 
     keep, dropped = drop_rare_classes(labels, min_cells)
@@ -173,7 +173,8 @@ def train(
         Xm, genes, top = _top_genes(Xm, genes, int(top_genes))
         selection = top if selection is None else {**top, "after": selection}
 
-    Xm = model_input.normalize(Xm)  # after the gene selection: prediction scales over the reference's genes
+    # after the gene selection: prediction scales over the reference's genes; Xm is this function's own here
+    Xm = model_input.normalize(Xm, copy=False)
     # each member its own seed: its own validation split, weights and batches (the first is the seed's own)
     splits = [split_validation(labels, validation_size, s, MIN_VALIDATION_CELLS) for s in seeds]
     tr, va = splits[0]
@@ -319,23 +320,65 @@ def _labels(adata, labels_key) -> tuple[np.ndarray, str]:
     return check_labels(y, n), "given"
 
 
-def _matrix(adata, source: QuerySource, rows: np.ndarray | None) -> sp.csr_matrix:
-    """The rows ``rows`` (sorted; None: all) of the data's matrix, CSR float32; from a file, read a block of
-    rows at a time."""
+def _matrix(adata, source: QuerySource, rows: np.ndarray | None) -> tuple[sp.csr_matrix, bool]:
+    """The rows ``rows`` (sorted; None: all) of the data's matrix, CSR float32, and whether it is a matrix of
+    its own (False: it may be the caller's ``adata.X``, which must not be changed). From a file, a block of rows
+    is read at a time and its kept rows are appended to one growing matrix: the blocks are never all held."""
     if rows is None and not isinstance(adata, QuerySource) and not adata.isbacked:
         if adata.X is None:
             raise ValuesError("the data has no expression matrix (X): put the values in X or pick a layer")
-        return as_csr(adata.X)
+        X = as_csr(adata.X)
+        shared = X is adata.X or (sp.issparse(adata.X) and np.may_share_memory(X.data, adata.X.data))
+        return X, not shared
     if rows is None:
-        return as_csr(source.to_memory(_release=True).X)
-    parts = []
+        return as_csr(source.to_memory(_release=True).X), True
+    out = _RowBuffer(len(rows), source.n_vars)
     for start, block in source.iter_blocks(READ_BLOCK):
         lo, hi = np.searchsorted(rows, [start, start + block.shape[0]])
         if hi > lo:
-            parts.append(block[rows[lo:hi] - start])
-    if not parts:
-        return sp.csr_matrix((0, source.n_vars), dtype=np.float32)
-    return as_csr(sp.vstack(parts, format="csr"))
+            out.append(as_csr(block[rows[lo:hi] - start]))
+    return out.matrix(), True
+
+
+class _RowBuffer:
+    """Rows of CSR blocks appended to one CSR float32 matrix of ``n_rows`` rows, without holding the blocks.
+
+    Its value and column arrays grow as needed (room for half as much again as the rows so far suggest, so a
+    regrowth copy is rare); the room never written is never touched, so it takes no memory."""
+
+    def __init__(self, n_rows: int, n_cols: int):
+        self.n_cols = n_cols
+        self.indptr = np.zeros(n_rows + 1, dtype=np.int64)
+        self.data = np.empty(0, dtype=np.float32)
+        self.indices = np.empty(0, dtype=np.int32)
+        self.rows = 0
+
+    def append(self, block: sp.csr_matrix) -> None:
+        lo, n = int(self.indptr[self.rows]), block.shape[0]
+        hi = lo + block.nnz
+        if hi > self.data.size:
+            per_row = hi / (self.rows + n)
+            room = max(hi, int(per_row * (len(self.indptr) - 1) * 1.5) + 1)
+            self.data = _grown(self.data, lo, room)
+            self.indices = _grown(self.indices, lo, room)
+        self.data[lo:hi] = block.data
+        self.indices[lo:hi] = block.indices
+        self.indptr[self.rows + 1 : self.rows + n + 1] = lo + block.indptr[1:]
+        self.rows += n
+
+    def matrix(self) -> sp.csr_matrix:
+        nnz = int(self.indptr[self.rows])
+        index = np.int32 if nnz < np.iinfo(np.int32).max else np.int64
+        return sp.csr_matrix((self.data[:nnz], self.indices[:nnz].astype(index, copy=False),
+                              self.indptr[: self.rows + 1].astype(index, copy=False)),
+                             shape=(self.rows, self.n_cols), copy=False)
+
+
+def _grown(a: np.ndarray, used: int, size: int) -> np.ndarray:
+    """A new array of ``size`` entries whose first ``used`` are those of ``a``."""
+    out = np.empty(size, dtype=a.dtype)
+    out[:used] = a[:used]
+    return out
 
 
 def _shared_genes(Xm: sp.csr_matrix, genes: pd.Index, query):

@@ -191,9 +191,10 @@ def detect_values(X, sample_rows: int = 2000, seed: int = 0) -> ValueReport:
                   base=best, warn=True)
 
 
-def to_model_input(X, kind: str | ValueReport, *, log_base: float | None = None) -> sp.csr_matrix:
-    """``X`` on the natural log1p scale (CSR float32, a copy): log1p of counts and normalised values, log1p
-    values as they are (other log bases converted exactly). Zeros stay zeros; no dense copy.
+def to_model_input(X, kind: str | ValueReport, *, log_base: float | None = None,
+                   copy: bool = True) -> sp.csr_matrix:
+    """``X`` on the natural log1p scale (CSR float32): log1p of counts and normalised values, log1p values as
+    they are (other log bases converted exactly). Zeros stay zeros; no dense copy.
 
     Parameters
     ----------
@@ -203,6 +204,8 @@ def to_model_input(X, kind: str | ValueReport, *, log_base: float | None = None)
         One of `KINDS`, or the `ValueReport` of ``X``, which also gives ``log_base``.
     log_base : float, optional
         The log base of ``log1p`` values (None: natural).
+    copy : bool
+        False: ``X`` itself is transformed when it is CSR float32 already (a copy is made otherwise).
 
     Raises
     ------
@@ -219,7 +222,7 @@ def to_model_input(X, kind: str | ValueReport, *, log_base: float | None = None)
     if kind == "scaled":
         raise ValuesError("the values are scaled or centred (negative values): the model needs raw counts or "
                           "log1p values; give the counts (e.g. .raw or a counts layer)")
-    out = sp.csr_matrix(X, dtype=np.float32, copy=True)
+    out = sp.csr_matrix(X, dtype=np.float32, copy=copy)
     if kind in ("counts", "normalized"):
         np.log1p(out.data, out=out.data)
     elif log_base is not None and log_base != math.e:
@@ -230,22 +233,31 @@ def to_model_input(X, kind: str | ValueReport, *, log_base: float | None = None)
 LOG_INPUT_MAX = 50.0  # model input clipped here before expm1 (e**50 is far above any count, below float32's max)
 
 
-def log1p_normalized(Xm, target: float = CP10K) -> sp.csr_matrix:
+def log1p_normalized(Xm, target: float = CP10K, copy: bool = True) -> sp.csr_matrix:
     """log1p of each cell's values scaled to sum to ``target`` (log1p CP10k by default), from values on the
     natural log1p scale (CSR float32). Idempotent up to float rounding: values normalised already come back
-    nearly unchanged. Values above `LOG_INPUT_MAX` are clipped first (counts declared as logged would overflow)."""
-    X = sp.csr_matrix(Xm, dtype=np.float32, copy=True)
+    nearly unchanged. Values above `LOG_INPUT_MAX` are clipped first (counts declared as logged would overflow).
+    ``copy=False``: ``Xm`` itself is transformed when it is CSR float32 already."""
+    X = sp.csr_matrix(Xm, dtype=np.float32, copy=copy)
     np.minimum(X.data, LOG_INPUT_MAX, out=X.data)  # counts declared as logged would overflow float32
     np.expm1(X.data, out=X.data)
-    X = library_size_normalize(X, target)
+    X = library_size_normalize(X, target, copy=False)
     np.log1p(X.data, out=X.data)
     return X
 
 
-def library_size_normalize(X, target: float = CP10K) -> sp.csr_matrix:
-    """Each row of ``X`` scaled to sum to ``target`` (CSR float32, a copy; all-zero rows stay zero)."""
-    out = sp.csr_matrix(X, dtype=np.float32, copy=True)
+SCALE_ROWS = 4096  # rows scaled at a time: the per-value factors of a block, not of the whole matrix
+
+
+def library_size_normalize(X, target: float = CP10K, copy: bool = True) -> sp.csr_matrix:
+    """Each row of ``X`` scaled to sum to ``target`` (CSR float32; all-zero rows stay zero). ``copy=False``:
+    ``X`` itself is scaled when it is CSR float32 already."""
+    out = sp.csr_matrix(X, dtype=np.float32, copy=copy)
     sums = np.asarray(out.sum(axis=1), dtype=np.float64).ravel()
     scale = np.divide(target, sums, out=np.zeros_like(sums), where=sums > 0)
-    out.data *= np.repeat(scale, np.diff(out.indptr)).astype(np.float32)
+    indptr = out.indptr
+    for start in range(0, out.shape[0], SCALE_ROWS):
+        stop = min(start + SCALE_ROWS, out.shape[0])
+        factors = np.repeat(scale[start:stop], np.diff(indptr[start:stop + 1])).astype(np.float32)
+        out.data[indptr[start]:indptr[stop]] *= factors
     return out

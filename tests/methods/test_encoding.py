@@ -37,3 +37,23 @@ def test_encoding_a_tuple_of_parts_is_encoding_their_stack_bit_for_bit():
     whole = encode(enc, vstack(X, X_val), torch.device("cpu"), block=16)
     assert parts.shape == (67, 8) and enc.training  # its mode restored
     np.testing.assert_array_equal(parts, whole)
+
+
+def test_keep_columns_is_the_column_slice_sharing_the_values():
+    from gsrcl.methods.encoding import keep_columns
+
+    rng = np.random.default_rng(2)
+    X = sp.random(60, 30, density=0.2, format="csr", dtype=np.float32, random_state=rng)
+    X = X[:, np.r_[0:10, 12:30]]  # columns 10 and 11 empty, as X's columns below
+    X = sp.hstack([X[:, :10], sp.csr_matrix((60, 2), dtype=np.float32), X[:, 10:]], format="csr")
+    columns = np.r_[0:10, 12:30]
+    kept, sliced = keep_columns(X, columns), X[:, columns]
+    assert kept.shape == sliced.shape and np.shares_memory(kept.data, X.data)
+    for a in ("indptr", "indices", "data"):
+        np.testing.assert_array_equal(getattr(kept, a), getattr(sliced, a))
+    Z = X.copy()
+    Z.data[Z.indices == 12] = 0  # a stored zero outside the columns kept: the slice itself
+    Z.indices[0], Z.data[0] = 10, 0.0
+    out = keep_columns(Z, columns)
+    assert not np.shares_memory(out.data, Z.data)
+    np.testing.assert_array_equal(out.toarray(), Z[:, columns].toarray())

@@ -35,7 +35,7 @@ from ..nn import Encoder, ProjectionHead, afrcl_loss
 from .base import EstimatorBase
 from .checkpoints import WeightAverage, better, refresh_batch_norm, snapshot
 from .classifiers import check_svc, column_order, fit_final_svc, svc_params, validation_score
-from .encoding import BLOCK, as_csr, encode, sparse_tensor
+from .encoding import BLOCK, as_csr, encode, keep_columns, sparse_tensor
 from .gene_scale import GENE_SCALE_KEY
 from .labels import fit_inputs, stratified_subset
 from .presets import AFRCLParams
@@ -91,7 +91,7 @@ class AFRCL(EstimatorBase):
                 log.info("afrcl: %d of %d genes are in no reference cell: left out of training (zero weights)",
                          n_genes - len(expressed), n_genes)
                 encoder.restrict_inputs(expressed)
-                X, X_val = X[:, expressed], X_val[:, expressed]
+                X, X_val = keep_columns(X, expressed), keep_columns(X_val, expressed)  # values shared
             head = ProjectionHead(p["out"], p["head"][:-1], p["head"][-1], batch_norm=p["batch_norm"]).to(device)
             opt = adam(list(encoder.parameters()) + list(head.parameters()), p["lr"], p["weight_decay"], device)
             n = X.shape[0]

@@ -25,6 +25,18 @@ def vstack(A, B) -> sp.csr_matrix:
     return sp.vstack([A, B], format="csr")
 
 
+def keep_columns(X: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix:
+    """``X[:, columns]`` for sorted ``columns`` that hold every non-zero value of CSR ``X``: the same matrix,
+    entry for entry, sharing ``X``'s values (only the column numbers are new). Where a stored zero lies
+    outside ``columns``, the slice itself."""
+    new = np.full(X.shape[1], -1, dtype=X.indices.dtype)
+    new[columns] = np.arange(len(columns))
+    indices = new[X.indices]
+    if indices.size and indices.min() < 0:
+        return X[:, columns]
+    return sp.csr_matrix((X.data, indices, X.indptr), shape=(X.shape[0], len(columns)), copy=False)
+
+
 def sparse_tensor(X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
     """A scipy CSR block as a torch sparse CSR tensor (the encoder's first layer multiplies it as is)."""
     from ..nn import to_torch_sparse
