@@ -337,3 +337,31 @@ def test_final_fit_above_the_distance_cap_builds_its_kernel_in_one_buffer(monkey
     # libsvm stops at its tolerance (1e-3), so a kernel rounded differently ends a little elsewhere
     np.testing.assert_allclose(p_fast, p_slow, atol=1e-3)
     np.testing.assert_array_equal(p_fast.argmax(axis=1), p_slow.argmax(axis=1))
+
+
+def test_pooled_svms_hold_each_support_vector_once_and_give_each_svms_probabilities(monkeypatch):
+    from gsrcl.svm import PooledSVCs
+
+    rng = np.random.default_rng(3)
+    y = np.repeat(["a", "b", "c"], 60)
+    X = rng.normal(size=(180, 12)) + np.searchsorted(["a", "b", "c"], y)[:, None] * 0.7
+    X[rng.random(X.shape) < 0.5] = 0.0  # sparse input, as the genes are
+    svcs = [PortableSVC.from_sklearn(SVC(kernel="rbf", gamma=g, probability=True, random_state=0).fit(X, y == t))
+            for t, g in (("a", 0.05), ("b", 0.2), ("c", 0.1))]
+    svcs.append(PortableSVC.from_sklearn(SVC(kernel="rbf", gamma=0.1, probability=True, random_state=0).fit(X, y)))
+    pooled = PooledSVCs(svcs)
+    total = sum(s.support_vectors_.shape[0] for s in svcs)
+    assert len(np.unique(pooled.support_vectors_, axis=0)) == pooled.support_vectors_.shape[0] < total
+    for s, idx in zip(svcs, pooled.index_):
+        np.testing.assert_array_equal(pooled.support_vectors_[idx], s.support_vectors_)
+    Q = X[::3] + rng.normal(scale=0.1, size=X[::3].shape)
+    expected = [s.predict_proba(Q) for s in svcs]
+    monkeypatch.setattr("gsrcl.svm._KERNEL_BUDGET", 7 * pooled.support_vectors_.shape[0])  # 7 rows a block
+    for query in (Q, sp.csr_matrix(Q)):
+        got = pooled.predict_proba(query)
+        assert [g.shape for g in got] == [e.shape for e in expected]
+        for g, e in zip(got, expected):
+            np.testing.assert_allclose(g, e, rtol=0, atol=1e-12)
+    assert [g.shape for g in pooled.predict_proba(Q[:0])] == [(0, 2)] * 3 + [(0, 3)]
+    with pytest.raises(ValueError, match="same features"):
+        PooledSVCs([svcs[0], PortableSVC.from_sklearn(SVC(probability=True).fit(X[:, :5], y))])

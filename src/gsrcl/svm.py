@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,7 +22,7 @@ import scipy.sparse as sp
 
 from gsrcl.errors import LabelsError
 
-__all__ = ["PortableSVC", "fit_svc", "fit_setting", "quick_score", "PAPER_GRID", "SCORERS"]
+__all__ = ["PortableSVC", "PooledSVCs", "fit_svc", "fit_setting", "quick_score", "PAPER_GRID", "SCORERS"]
 
 log = logging.getLogger("gsrcl.svm")
 
@@ -242,15 +242,17 @@ class PortableSVC:
             m[start[j]:start[j + 1], p] = self.dual_coef_[i, start[j]:start[j + 1]]
         return m
 
-    def _blocks(self, X):
-        """X in float64 row blocks of at most `block_size` rows and ~16M kernel entries (128 MiB)."""
+    def _blocks(self, X, rows: int | None = None):
+        """X in float64 row blocks of ``rows`` rows (default: at most `block_size` rows and ~16M kernel entries,
+        128 MiB)."""
         if sp.issparse(X):
             X = sp.csr_matrix(X)
         elif not isinstance(X, np.ndarray):
             X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != self.n_features_in_:
             raise ValueError(f"expected an array of shape (n, {self.n_features_in_}), got {X.shape}")
-        rows = max(1, min(self.block_size, _KERNEL_BUDGET // self.support_vectors_.shape[0]))
+        if rows is None:
+            rows = max(1, min(self.block_size, _KERNEL_BUDGET // self.support_vectors_.shape[0]))
         for start in range(0, X.shape[0], rows):
             block = X[start:start + rows]
             block = block.toarray() if sp.issparse(block) else block
@@ -273,17 +275,18 @@ class PortableSVC:
         """(n, K) class probabilities, as `SVC(probability=True).predict_proba`."""
         if self.probA_.size == 0:
             raise ValueError("this SVM was fitted without probability estimates")
+        out = [self._proba_from_decision(self._decision_libsvm(block)) for block in self._blocks(X)]
+        return np.vstack(out) if out else np.zeros((0, len(self.classes_)))
+
+    def _proba_from_decision(self, dec: np.ndarray) -> np.ndarray:
+        """(n, K) probabilities from libsvm decision values (n, n_pairs): Platt's sigmoids, then coupling."""
         k = len(self.classes_)
-        out = []
-        for block in self._blocks(X):
-            pair = np.clip(_sigmoid_predict(self._decision_libsvm(block), self.probA_, self.probB_),
-                           _MIN_PROB, 1 - _MIN_PROB)
-            r = np.zeros((block.shape[0], k, k))
-            for p, (i, j) in enumerate(_pairs(k)):
-                r[:, i, j] = pair[:, p]
-                r[:, j, i] = 1 - pair[:, p]
-            out.append(_couple(r))
-        return np.vstack(out) if out else np.zeros((0, k))
+        pair = np.clip(_sigmoid_predict(dec, self.probA_, self.probB_), _MIN_PROB, 1 - _MIN_PROB)
+        r = np.zeros((dec.shape[0], k, k))
+        for p, (i, j) in enumerate(_pairs(k)):
+            r[:, i, j] = pair[:, p]
+            r[:, j, i] = 1 - pair[:, p]
+        return _couple(r)
 
     def predict(self, X) -> np.ndarray:
         """`classes_[argmax predict_proba]` (one rule for metrics and annotation, §5 item 19); libsvm's
@@ -304,6 +307,72 @@ class PortableSVC:
     def __repr__(self) -> str:
         return (f"PortableSVC(classes={len(self.classes_)}, n_support={int(self.n_support_.sum())}, "
                 f"n_features={self.n_features_in_}, gamma={self.gamma:.4g})")
+
+
+class PooledSVCs:
+    """SVMs with probabilities over the same features, evaluated together: each distinct support vector is
+    held once, the squared distances of a block of cells to all of them are computed once, and each SVM takes
+    its kernel from them with its own gamma. GsRCL's one-vs-rest SVMs on one input share most of their support
+    vectors (they are the same reference cells), so one pass replaces one per SVM.
+
+    Parameters
+    ----------
+    svcs : sequence of PortableSVC
+        Fitted with probabilities, all with the same number of features.
+
+    Notes
+    -----
+    ``predict_proba`` equals each SVM's own `PortableSVC.predict_proba` up to the rounding of the matrix
+    product (the same terms, a product of another shape).
+    """
+
+    def __init__(self, svcs: Sequence[PortableSVC]):
+        self.svcs = list(svcs)
+        if not self.svcs:
+            raise ValueError("PooledSVCs needs at least one SVM")
+        n_features = self.svcs[0].n_features_in_
+        if any(s.n_features_in_ != n_features for s in self.svcs) or any(s.probA_.size == 0 for s in self.svcs):
+            raise ValueError("PooledSVCs needs SVMs with probabilities over the same features")
+        seen: dict[int, list[tuple[int, int]]] = {}  # a row's hash -> (svm, row) of the distinct rows so far
+        first: list[tuple[int, int]] = []
+        self.index_ = []
+        for m, svc in enumerate(self.svcs):
+            idx = np.empty(svc.support_vectors_.shape[0], dtype=np.int64)
+            for r, row in enumerate(svc.support_vectors_):
+                bucket = seen.setdefault(hash(row.tobytes()), [])
+                for u in bucket:
+                    a, b = first[u]
+                    if np.array_equal(self.svcs[a].support_vectors_[b], row):
+                        idx[r] = u
+                        break
+                else:
+                    bucket.append(len(first))
+                    idx[r] = len(first)
+                    first.append((m, r))
+            self.index_.append(idx)
+        self.support_vectors_ = np.empty((len(first), n_features), dtype=np.float64)
+        for u, (m, r) in enumerate(first):
+            self.support_vectors_[u] = self.svcs[m].support_vectors_[r]
+        self._sq = np.einsum("ij,ij->i", self.support_vectors_, self.support_vectors_)
+
+    def predict_proba(self, X) -> list[np.ndarray]:
+        """Each SVM's (n, K) probabilities for the cells ``X`` (dense or sparse), in the order given. Sparse
+        cells are made dense a few at a time (~16M values, 128 MiB)."""
+        n_pool, n_features = self.support_vectors_.shape
+        rows = max(1, min(self.svcs[0].block_size, _KERNEL_BUDGET // n_pool, _KERNEL_BUDGET // n_features))
+        out: list[list[np.ndarray]] = [[] for _ in self.svcs]
+        blocks = ((b @ self.support_vectors_.T, np.einsum("ij,ij->i", b, b)) for b in self.svcs[0]._blocks(X, rows))
+        for d2, sq in blocks:
+            d2 *= -2.0  # squared distances, in place, as `_rbf` computes them
+            d2 += sq[:, None]
+            d2 += self._sq[None, :]
+            np.maximum(d2, 0.0, out=d2)
+            for m, (svc, idx) in enumerate(zip(self.svcs, self.index_)):
+                k = d2[:, idx]
+                k *= -svc.gamma
+                np.exp(k, out=k)
+                out[m].append(svc._proba_from_decision(k @ svc._pair_coef + svc.intercept_))
+        return [np.vstack(o) if o else np.zeros((0, len(s.classes_))) for o, s in zip(out, self.svcs)]
 
 
 # -- training ------------------------------------------------------------------------------------------------

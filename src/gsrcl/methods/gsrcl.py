@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from ..nn import Encoder, ProjectionHead, nt_xent
-from ..svm import DISTANCE_CELLS_MAX, squared_distances
+from ..svm import DISTANCE_CELLS_MAX, PooledSVCs, PortableSVC, squared_distances
 from .base import EstimatorBase
 from .checkpoints import CheckpointStore, WeightAverage, better, refresh_batch_norm
 from .classifiers import check_svc, fit_final_svc, svc_params, validation_score
@@ -385,24 +385,48 @@ class GsRCL(EstimatorBase):
         cpu = torch.device("cpu")
         shown = self.embed_encoder_
         kept = []
+        groups = self._svm_groups()
         for start in range(0, X.shape[0], block):
             xb = self._scaled(X[start : start + block])
-            for k, jj in enumerate(self.task_encoder_):
-                if jj == GENES:
-                    out[start : start + block, k] = np.asarray(self.svcs_[k].predict_proba(xb))[:, self._pos[k]]
+            part = out[start : start + block]
+            gene = {}
+            if GENES in groups:  # every SVM on the genes in one pass
+                pooled, members = groups[GENES]
+                for (k, pooled_task), p in zip(members, pooled.predict_proba(xb)):
+                    if pooled_task:
+                        gene[k] = p[:, self._gene_pos[k]]
+                    else:
+                        part[:, k] = p[:, self._pos[k]]
             for j, enc in enumerate(self.encoders_):
                 emb = self._represent(encode(enc, xb, cpu, block))
-                for k, jj in enumerate(self.task_encoder_):
-                    if jj == j:
-                        out[start : start + block, k] = np.asarray(self.svcs_[k].predict_proba(emb))[:, self._pos[k]]
+                if j in groups:
+                    pooled, members = groups[j]
+                    for (k, _), p in zip(members, pooled.predict_proba(emb)):
+                        part[:, k] = p[:, self._pos[k]]
                 if j == shown:
                     lo, hi = np.searchsorted(rows, [start, start + block])
                     kept.append(emb[rows[lo:hi] - start])
-            for k, svc in enumerate(self.gene_svcs_):  # pooled tasks: the mean of the two SVMs' probabilities
-                if svc is not None:
-                    gene = np.asarray(svc.predict_proba(xb))[:, self._gene_pos[k]]
-                    out[start : start + block, k] = (out[start : start + block, k] + gene) / 2
+            for k, g in gene.items():  # pooled tasks: the mean of the two SVMs' probabilities
+                part[:, k] = (part[:, k] + g) / 2
         return out, (np.concatenate(kept) if kept else np.empty((0, 0), dtype=np.float32))
+
+    def _svm_groups(self) -> dict[int, tuple[PooledSVCs, list[tuple[int, bool]]]]:
+        """The SVMs that see the same input, pooled (`gsrcl.svm.PooledSVCs`): under `GENES` those on the genes
+        (a type's own and the gene half of a pooled type), under ``j`` those on checkpoint ``j``'s embedding;
+        with each SVM its type and whether it is the gene half of a pooled type. Built once per fitted model."""
+        key = tuple(map(id, [*self.svcs_, *self.gene_svcs_]))
+        cached = self.__dict__.get("_groups_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        members: dict[int, list[tuple[int, bool, PortableSVC]]] = {}
+        for k, j in enumerate(self.task_encoder_):
+            members.setdefault(j, []).append((k, False, self.svcs_[k]))
+        for k, svc in enumerate(self.gene_svcs_):
+            if svc is not None:
+                members.setdefault(GENES, []).append((k, True, svc))
+        groups = {j: (PooledSVCs([m[2] for m in ms]), [(k, gene) for k, gene, _ in ms]) for j, ms in members.items()}
+        self._groups_cache = (key, groups)
+        return groups
 
     # --- state ---------------------------------------------------------------------------------------
     def state(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
