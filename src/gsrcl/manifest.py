@@ -23,11 +23,13 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 ARRAYS = "arrays.npz"
 NOVELTY_PREFIX = "novelty."  # the arrays of the novelty score (`gsrcl.novelty`), beside the method's own
+LINEAR_PREFIX = "linear."  # the arrays of the linear classifier on the genes (`gsrcl.linear`), where there is one
 CHECKSUM = "manifest_sha256"  # the manifest's field holding the SHA-256 of its CHECKED_FIELDS
 # The manifest's fields that define the model, i.e. everything a prediction depends on ("files" holds the
 # arrays' checksum); name, training, validation, versions and created only describe the reference.
 CHECKED_FIELDS = ("format", "format_version", "method", "preset", "hyperparameters", "genes", "cell_types",
                   "values", "model", "novelty", "arrays", "files")
+OPTIONAL_CHECKED = ("linear",)  # checked fields only references that have them hold (older checksums stay valid)
 VALUE_KINDS = ("counts", "log1p", "normalized")  # the value kinds a reference can expect (ModelInput.expected)
 
 
@@ -113,7 +115,9 @@ def manifest_checksum(manifest: dict[str, Any]) -> str:
     The fields pass through JSON first, so a manifest in memory and the same manifest read back from its file
     give the same checksum. ``Reference.save`` records it as ``manifest_sha256``; `read_manifest` checks it.
     """
-    covered = json.loads(json.dumps({k: manifest.get(k) for k in CHECKED_FIELDS}))
+    covered = {k: manifest.get(k) for k in CHECKED_FIELDS}
+    covered.update({k: manifest[k] for k in OPTIONAL_CHECKED if manifest.get(k) is not None})
+    covered = json.loads(json.dumps(covered))
     text = json.dumps(covered, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
     return hashlib.sha256(text.encode("ascii")).hexdigest()
 
@@ -194,6 +198,11 @@ def check_consistent(manifest: dict[str, Any]) -> None:
                      config["n_genes"], f"{len(genes)}, the number of genes")
     novelty = manifest.get("novelty")
     _require(novelty is None or isinstance(novelty, dict), "novelty", novelty, "null or an object")
+    linear = manifest.get("linear")
+    _require(linear is None or isinstance(linear, dict), "linear", linear, "null or an object")
+    if linear is not None and not _same_list(linear.get("classes"), types):
+        raise InvalidReferenceError(f"{MANIFEST} field 'cell_types' does not match the linear classifier's "
+                                    "(linear.classes): the same names in the same order")
     if novelty is not None and "cell_types" in novelty and not _same_list(novelty["cell_types"], types):
         raise InvalidReferenceError(f"{MANIFEST} field 'cell_types' does not match the novelty score's "
                                     "(novelty.cell_types): the same names in the same order")

@@ -35,6 +35,7 @@ from .cutoff import (BELOW_P, NO_COUNTS, NOVEL, TOO_FEW_GENES, assign_labels, ch
                      min_detected_genes, normalise_rows, unassigned_reasons)
 from .errors import ValuesError
 from .genes import align
+from .linear import pool_by_novelty
 from .majority import vote
 from .neighbours import N_NEIGHBORS, GeneMoments, QueryNeighbours, check_neighbours, fit_rows, min_cells
 from .model_input import log1p_cp10k
@@ -379,8 +380,11 @@ def predict_block(start: int, block: sp.csr_matrix, prepared: Prepared, ref, emb
     part = None
     if moments:  # the neighbourhoods' variance pass, on the query's own genes
         part = GeneMoments.partial(log1p_cp10k(block if moment_rows is None else block[moment_rows], prepared.kind))
-    return BlockResult(start, np.asarray(s, dtype=np.float64), detected, emb,
-                       None if novelty is None else novelty.score(X, ref.model_input), part)
+    nov = None if novelty is None else novelty.score(X, ref.model_input)
+    s = np.asarray(s, dtype=np.float64)
+    if ref.linear is not None and nov is not None:  # cells far from the reference lean on the linear SVM
+        s = pool_by_novelty(normalise_rows(s), ref.linear.predict_proba(X), nov)
+    return BlockResult(start, s, detected, emb, nov, part)
 
 
 class Results:

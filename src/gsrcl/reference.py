@@ -12,6 +12,7 @@ A reference is a directory ``REFDIR/NAME/`` holding exactly two files:
 - ``arrays.npz``: every weight as a plain numpy array (deflate-compressed; a trained reference's network weight
   matrices in float16, `half_precision`), read back with ``allow_pickle=False`` (the novelty
   score's arrays under ``novelty.``; a reference without them loads, and predicts without a novelty score;
+  those of the linear SVM of ``--linear-pool`` under ``linear.``, its config as the manifest's ``linear``;
   the gene scale under ``input.scale``, absent from references made before it or with ``scale_genes=False``).
 
 Nothing read back from disk can execute code: no pickle, no joblib, no ``torch.load``. Loading checks the
@@ -41,7 +42,7 @@ from .versions import versions
 from .errors import InvalidReferenceError, OutputError
 
 from .manifest import (  # noqa: F401  (re-exported: the format's names belong with the reference too)
-    ARRAYS, CHECKED_FIELDS, CHECKSUM, FORMAT, FORMAT_VERSION, MANIFEST, NOVELTY_PREFIX, VALUE_KINDS,
+    ARRAYS, CHECKED_FIELDS, CHECKSUM, FORMAT, FORMAT_VERSION, LINEAR_PREFIX, MANIFEST, NOVELTY_PREFIX, VALUE_KINDS,
     check_consistent, file_sha256, manifest_checksum, read_manifest,
 )
 
@@ -152,6 +153,7 @@ class Reference:
     path: Path | None = None
     _model: Any = field(default=None, repr=False, compare=False)
     _novelty: Any = field(default=None, repr=False, compare=False)
+    _linear: Any = field(default=None, repr=False, compare=False)
 
     # --- what a reference holds ------------------------------------------------------------------------
     @property
@@ -188,7 +190,8 @@ class Reference:
             from .methods import get_method
             from .methods.ensemble import load_model
 
-            model_arrays = {k: v for k, v in self.arrays.items() if not k.startswith(NOVELTY_PREFIX)}
+            model_arrays = {k: v for k, v in self.arrays.items()
+                            if not k.startswith((NOVELTY_PREFIX, LINEAR_PREFIX))}
             self._model = load_model(get_method(self.method), self.manifest["model"], model_arrays)
         return self._model
 
@@ -204,6 +207,21 @@ class Reference:
 
             self._novelty = NoveltyModel.from_state(config, split_arrays(self.arrays, NOVELTY_PREFIX), len(self.genes))
         return self._novelty
+
+    @property
+    def linear(self):
+        """The `gsrcl.linear.LinearClassifier` pooled with the model for cells far from the reference; None for a
+        reference made without one."""
+        config = self.manifest.get("linear")
+        if config is None:
+            return None
+        if self._linear is None:
+            from .linear import LinearClassifier
+            from .methods.state import split_arrays
+
+            self._linear = LinearClassifier.from_state(config, split_arrays(self.arrays, LINEAR_PREFIX),
+                                                       len(self.genes))
+        return self._linear
 
     def __repr__(self) -> str:
         """One line: name, method, preset, numbers of cell types and genes, creation date."""
@@ -233,6 +251,7 @@ class Reference:
         training: dict[str, Any],
         validation: dict[str, Any],
         novelty=None,
+        linear=None,
         imported: dict[str, Any] | None = None,
         compact: bool = False,
     ) -> "Reference":
@@ -253,6 +272,9 @@ class Reference:
             The training summary and the validation scores.
         novelty : NoveltyModel, optional
             Stored under ``novelty.``.
+        linear : gsrcl.linear.LinearClassifier, optional
+            Stored under ``linear.`` (its config as the manifest's ``linear``); prediction pools it with the model
+            for cells far from the reference (`gsrcl.linear.pool_by_novelty`).
         imported : dict, optional
             For a reference imported from the original tool (`gsrcl.original.importer`): what it was made from,
             recorded as the manifest's ``imported``.
@@ -272,6 +294,10 @@ class Reference:
         if novelty is not None:
             novelty_config, novelty_arrays = novelty.state()
             arrays = {**arrays, **{NOVELTY_PREFIX + k: v for k, v in novelty_arrays.items()}}
+        linear_config = None
+        if linear is not None:
+            linear_config, linear_arrays = linear.state()
+            arrays = {**arrays, **{LINEAR_PREFIX + k: v for k, v in linear_arrays.items()}}
         arrays = {k: np.ascontiguousarray(v) for k, v in arrays.items()}
         manifest = {
             "format": FORMAT,
@@ -291,12 +317,15 @@ class Reference:
             "versions": versions("numpy", "torch", "scikit-learn"),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
+        if linear_config is not None:
+            manifest["linear"] = linear_config
         if imported is not None:
             manifest["imported"] = imported
         check_consistent(manifest)
         ref = cls(manifest=manifest, arrays=arrays)
         ref._model = None if compact else model
         ref._novelty = novelty
+        ref._linear = linear
         return ref
 
     # --- disk ------------------------------------------------------------------------------------------------
@@ -403,6 +432,7 @@ class Reference:
         try:
             ref.model  # rebuild now, so that a bad reference fails here and not mid-prediction
             ref.novelty
+            ref.linear
         except InvalidReferenceError:
             raise
         except (KeyError, ValueError, TypeError, AttributeError, IndexError, RuntimeError) as exc:

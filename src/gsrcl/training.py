@@ -56,6 +56,7 @@ def train(
     min_cells: int = MIN_CELLS,
     max_cells_per_type: int | None = MAX_CELLS_PER_TYPE,
     novelty: bool = True,
+    linear_pool: bool = False,
     device: str = "cpu",
     threads: int | None = None,
     quiet: bool = False,
@@ -97,6 +98,10 @@ def train(
         ``cells_per_type_input``). None: every cell.
     novelty : bool
         Also fit the novelty score, stored with the reference.
+    linear_pool : bool
+        AF-RCL only, with ``novelty``: also fit a linear SVM on the model input (`gsrcl.linear`), stored with the
+        reference; prediction gives it a say that grows with each cell's novelty score
+        (`gsrcl.linear.pool_by_novelty`), for queries far from the reference (another species).
     device, threads, quiet :
         Runtime settings: the torch device, torch threads (None: torch's choice), no progress bars. They are
         not saved as hyperparameters.
@@ -125,6 +130,9 @@ def train(
     unknown = sorted(set(provenance or {}) - set(PROVENANCE_KEYS))
     if unknown:
         raise GsrclError(f"unknown provenance key(s) {', '.join(unknown)}; known: {', '.join(PROVENANCE_KEYS)}")
+    if linear_pool and (method != "afrcl" or not novelty):
+        raise GsrclError("the linear pool is an option of AF-RCL references with a novelty score: use --method "
+                         "afrcl without --no-novelty, or leave --linear-pool out")
     make, p, seeds, pool, library_size = _settings(method, preset, seed, ensemble, pool, library_size, device,
                                                    threads, quiet, params)
     if top_genes is not None and (isinstance(top_genes, bool) or not isinstance(top_genes, (int, np.integer))
@@ -202,6 +210,15 @@ def train(
         log.info("novelty score fitted on %d cells, %d components, in %.1f s", len(labels),
                  novelty_model.components_.shape[0], novelty_seconds)
 
+    linear, linear_seconds = None, 0.0
+    if linear_pool:
+        from .linear import LinearClassifier
+
+        t_lin = time.perf_counter()
+        linear = LinearClassifier.fit(Xm, labels, seed)
+        linear_seconds = time.perf_counter() - t_lin
+        log.info("linear SVM on the genes fitted on %d cells in %.1f s", len(labels), linear_seconds)
+
     import torch
 
     provenance = dict(provenance or {})
@@ -228,6 +245,7 @@ def train(
         "torch_threads": int(threads) if threads else int(torch.get_num_threads()),
         "seconds_fit": round(fit_seconds, 2),
         "seconds_novelty": round(novelty_seconds, 2),
+        **({"seconds_linear": round(linear_seconds, 2)} if linear_pool else {}),
         "seconds": round(time.perf_counter() - t0, 2),
         "history": _history(getattr(model, "history_", {})),
     }
@@ -242,6 +260,7 @@ def train(
         training=training,
         validation=getattr(model, "validation_", {}),
         novelty=novelty_model,
+        linear=linear,
         compact=True,
     )
 
@@ -255,15 +274,17 @@ def check_settings(method: str, preset: str = "default", **settings) -> None:
         As `train`.
     **settings
         `train`'s keyword settings (``seed``, ``ensemble``, ``pool``, ``library_size``, ``device``, ``threads``,
-        ``quiet``) and the estimator's parameters.
+        ``quiet``, ``linear_pool``) and the estimator's parameters.
 
     Raises
     ------
     GsrclError
         As `train` raises it for these settings.
     """
-    known = ("seed", "ensemble", "pool", "library_size", "device", "threads", "quiet")
+    known = ("seed", "ensemble", "pool", "library_size", "device", "threads", "quiet", "linear_pool")
     kw = {k: settings.pop(k) for k in known if k in settings}
+    if kw.get("linear_pool") and method != "afrcl":
+        raise GsrclError("the linear pool is an option of AF-RCL references: use --method afrcl or leave it out")
     _settings(method, preset, kw.get("seed", DEFAULT_SEED), kw.get("ensemble"), kw.get("pool"),
               kw.get("library_size"), kw.get("device", "cpu"), kw.get("threads"), kw.get("quiet", False), settings)
 
