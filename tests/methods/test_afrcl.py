@@ -273,3 +273,24 @@ def test_classifiers_see_unit_length_embeddings(fitted, split):
     np.testing.assert_allclose(old.embed(Xte), raw, rtol=1e-6)
     paper = AFRCL(**TINY, preset="paper")
     assert paper._represent(raw) is raw
+
+
+def test_expressed_genes_in_chunks_ignore_stored_zeros(monkeypatch):
+    import scipy.sparse as sp
+
+    import gsrcl.methods.afrcl as afrcl
+
+    rng = np.random.default_rng(4)
+    X = sp.random(200, 80, density=0.05, format="csr", dtype=np.float32, random_state=rng)
+    X[:, 10:20] = 0
+    X.eliminate_zeros()
+    X_val = sp.random(30, 80, density=0.05, format="csr", dtype=np.float32, random_state=rng)
+    X_val[:, 10:20] = 0
+    X_val.eliminate_zeros()
+    X_val.indices[0], X_val.data[0] = 12, 0.0  # a stored zero in an unexpressed gene: still unexpressed
+    X_val.sort_indices()
+    expected = np.setdiff1d(np.arange(80), np.arange(10, 20))
+    monkeypatch.setattr(afrcl, "SEEN_CHUNK", 7)
+    np.testing.assert_array_equal(afrcl.expressed_genes(X, X_val), expected)
+    monkeypatch.setattr(afrcl, "SEEN_CHUNK", 1 << 24)
+    np.testing.assert_array_equal(afrcl.expressed_genes(X, X_val), expected)

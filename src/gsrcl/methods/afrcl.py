@@ -51,8 +51,12 @@ def expressed_genes(X, X_val) -> np.ndarray | None:
     gene has one."""
     seen = np.zeros(X.shape[1], dtype=bool)
     for M in (X, X_val):
-        seen[M.indices[M.data != 0]] = True
+        for lo in range(0, M.nnz, SEEN_CHUNK):  # in chunks: no array the size of all the values
+            seen[M.indices[lo:lo + SEEN_CHUNK][M.data[lo:lo + SEEN_CHUNK] != 0]] = True
     return None if seen.all() else np.flatnonzero(seen)
+
+
+SEEN_CHUNK = 1 << 24  # stored values checked at a time by `expressed_genes`
 
 
 class AFRCL(EstimatorBase):
