@@ -58,10 +58,10 @@ def test_state_round_trip_and_refused_states():
         LinearClassifier.from_state({**config, "kind": "rbf_svc"}, arrays, X.shape[1])
 
 
-def test_the_linear_say_grows_with_novelty_from_one_to_two():
+def test_the_linear_say_grows_with_novelty_from_two_to_three():
     p = np.array([[0.9, 0.1]] * 5)
     lin = np.array([[0.2, 0.8]] * 5)
-    pooled = pool_by_novelty(p, lin, np.array([0.3, 1.0, 1.25, 2.0, 7.0]))
+    pooled = pool_by_novelty(p, lin, np.array([0.3, 2.0, 2.25, 3.0, 7.0]))
     np.testing.assert_allclose(pooled[:, 1], [0.1, 0.1, 0.1 * 0.75 + 0.8 * 0.25, 0.8, 0.8])
     np.testing.assert_allclose(pooled.sum(axis=1), 1.0)
 
@@ -75,16 +75,17 @@ def references(pbmc68k):
             train(ref, "bulk_labels", "afrcl", linear_pool=True, **settings))
 
 
-def test_prediction_pools_the_linear_svm_by_each_cells_novelty(references, pbmc68k, tmp_path):
+def test_prediction_pools_the_linear_svm_by_each_cells_novelty(references, pbmc68k, tmp_path, monkeypatch):
     plain, pooled = references
     assert plain.linear is None and "linear" not in plain.manifest
     assert pooled.manifest["linear"]["classes"] == pooled.cell_types
     assert all(np.array_equal(pooled.arrays[k], v) for k, v in plain.arrays.items())  # the same model
     query = pbmc68k[1]
+    monkeypatch.setattr("gsrcl.linear.NOVELTY_FROM", 1.0)  # this query's cells lie within twice the reference's
     a, b = (annotate(query, r, quiet=True, plot=False) for r in (plain, pooled))
     nov = np.asarray(b.obs["novelty_score"], dtype=float)
     np.testing.assert_array_equal(nov, np.asarray(a.obs["novelty_score"], dtype=float))
-    assert (nov < 1).any() and (nov > 1).any()
+    assert (nov < 1).any() and (nov > 1).any()  # cells of both kinds
     X = sp.csr_matrix(query[:, pooled.genes].X, dtype=np.float32)
     Xm = pooled.model_input.transform(X)
     expected = pool_by_novelty(np.asarray(a.obsm["probabilities"]), pooled.linear.predict_proba(Xm), nov)

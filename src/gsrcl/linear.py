@@ -7,8 +7,8 @@ by those few genes; a linear SVM on unscaled log1p values spreads its weight ove
 (`docs/decisions.md`, "A cross-species task"). `LinearClassifier` is that SVM: scikit-learn's ``LinearSVC``
 (C = 1) with Platt probabilities over 3 folds (``CalibratedClassifierCV``), fitted on the reference's cells
 and stored as plain arrays, evaluated by our own code. `pool_by_novelty` gives it a say that grows with each
-cell's novelty score: none for a cell as close to the reference as a typical reference cell (score 1 or
-less), all of it from a score of 2.
+cell's novelty score (1: as far from its nearest type as a typical reference cell): none up to twice that
+distance, all of it from three times.
 """
 
 from __future__ import annotations
@@ -128,8 +128,13 @@ class LinearClassifier:
         return cls(classes, folds)
 
 
+NOVELTY_FROM = 2.0  # the novelty score at which the linear classifier starts to count (twice a typical cell's)
+NOVELTY_SPAN = 1.0  # and the further score it takes to count alone
+
+
 def pool_by_novelty(proba: np.ndarray, linear: np.ndarray, novelty: np.ndarray) -> np.ndarray:
-    """``(1 - w) * proba + w * linear`` with ``w = clip(novelty - 1, 0, 1)`` for each cell: the linear
-    classifier's say grows from none at a typical reference cell's novelty (1) to all of it at twice that."""
-    w = np.clip(np.asarray(novelty, dtype=np.float64) - 1.0, 0.0, 1.0)[:, None]
+    """``(1 - w) * proba + w * linear`` with ``w = clip((novelty - 2) / 1, 0, 1)`` for each cell
+    (`NOVELTY_FROM`, `NOVELTY_SPAN`): the model alone up to twice a typical reference cell's novelty, the linear
+    classifier alone from three times."""
+    w = np.clip((np.asarray(novelty, dtype=np.float64) - NOVELTY_FROM) / NOVELTY_SPAN, 0.0, 1.0)[:, None]
     return (1.0 - w) * proba + w * linear
