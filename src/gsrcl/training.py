@@ -131,8 +131,8 @@ def train(
     if unknown:
         raise GsrclError(f"unknown provenance key(s) {', '.join(unknown)}; known: {', '.join(PROVENANCE_KEYS)}")
     if linear_pool and (method != "afrcl" or not novelty):
-        raise GsrclError("the linear pool is an option of AF-RCL references with a novelty score: use --method "
-                         "afrcl without --no-novelty, or leave --linear-pool out")
+        raise GsrclError("the linear pool is an option of AF-RCL references with a novelty score: train with "
+                         "method='afrcl' and novelty=True, or without linear_pool")
     make, p, seeds, pool, library_size = _settings(method, preset, seed, ensemble, pool, library_size, device,
                                                    threads, quiet, params)
     if top_genes is not None and (isinstance(top_genes, bool) or not isinstance(top_genes, (int, np.integer))
