@@ -1,0 +1,71 @@
+"""Benchmark (not a test): the probabilities `benchmarks/pool_rules.py` scores, for either method.
+
+For each task and seed: the method's ``default`` model trained as `benchmarks/accuracy.py` trains it, the query
+annotated (`gsrcl.annotate`: its probabilities and novelty scores), and a linear SVM on the model input
+(`gsrcl.linear.LinearClassifier`, as ``--linear-pool`` fits it) fitted on the reference's cells. Saved as
+``DIR/TASK_SEED_SPLIT.npz`` with the keys `benchmarks/afrcl_shift.py --save-proba` uses (``y``, ``types``,
+``novelty``, ``p_default``, ``p_linear``), then scored by ``python benchmarks/pool_rules.py DIR``::
+
+    OMP_NUM_THREADS=1 python benchmarks/linear_pool_trial.py --method gsrcl --tasks mouse_immune_to_kang \\
+        --save-proba /tmp/gsrcl_proba
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from harness.inputs import align_to
+from harness.methods import make_method
+from harness.metrics import as_text
+from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
+from harness.trials import trial_parser
+
+
+def run_task(task, data_dir: str, method: str, seed: int, save: Path) -> None:
+    import anndata as ad
+    import pandas as pd
+
+    from gsrcl import annotate
+    from gsrcl.linear import LinearClassifier
+    from gsrcl.values import detect_values
+
+    for i, (ref, query) in enumerate(task_splits(task, data_dir)):
+        est = make_method(method, seed=seed)
+        t0 = time.perf_counter()
+        est.fit(ref, ref.obs[LABEL].to_numpy())
+        reference = est.reference_
+        genes, types = list(reference.genes), list(reference.cell_types)
+        keep = np.isin(as_text(ref.obs[LABEL]), types)
+        R = align_to(ref.X, ref.var, genes)[keep]
+        Rm = reference.model_input.transform(R, detect_values(R))
+        linear = LinearClassifier.fit(Rm, as_text(ref.obs[LABEL])[keep], seed)
+        q = ad.AnnData(align_to(query.X, query.var, genes), obs=pd.DataFrame(index=query.obs_names),
+                       var=pd.DataFrame(index=pd.Index(genes)))
+        out = annotate(q, reference, quiet=True, plot=False)
+        Qm = reference.model_input.transform(q.X, detect_values(q.X))
+        p_linear = linear.predict_proba(Qm)[:, [list(linear.classes_).index(t) for t in types]]
+        save.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(save / f"{task.name}_{seed}_{i}.npz", y=np.asarray(as_text(query.obs[LABEL]), dtype=str),
+                            types=np.asarray(types, dtype=str), novelty=np.asarray(out.obs["novelty_score"], float),
+                            p_default=np.asarray(out.obsm["probabilities"]), p_linear=p_linear)
+        print(f"{task.name} split {i}: {method} trained and scored in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def main(argv=None) -> int:
+    parser = trial_parser(__doc__, "linear_pool_trial")
+    parser.add_argument("--method", choices=("afrcl", "gsrcl"), default="gsrcl")
+    parser.add_argument("--save-proba", type=Path, required=True, metavar="DIR")
+    args = parser.parse_args(argv)
+    config = load_config(args.config or DEFAULT_CONFIG, args.data)
+    for name in args.tasks.split(","):
+        for seed in map(int, args.seeds.split(",")):
+            run_task(config.tasks[name], str(config.data_dir), args.method, seed, args.save_proba)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
