@@ -13,22 +13,18 @@ distance, all of it from three times.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+from scipy.special import expit
 
 __all__ = ["LinearClassifier", "pool_by_novelty", "FOLDS"]
 
 FOLDS = 3  # Platt's sigmoids fitted on held-out thirds, the three calibrated SVMs averaged (scikit-learn's default)
 KIND = "linear_svc"
 FORMAT = 1
-
-
-def _expit(x: np.ndarray) -> np.ndarray:
-    from scipy.special import expit
-
-    return expit(x)
 
 
 class LinearClassifier:
@@ -55,7 +51,21 @@ class LinearClassifier:
 
     @classmethod
     def fit(cls, X, y, seed: int) -> "LinearClassifier":
-        """Fit on the model input ``X`` (cells x genes, CSR) and labels ``y``."""
+        """Fit on the reference's cells.
+
+        Parameters
+        ----------
+        X : scipy.sparse.csr_matrix
+            The model input, cells x the reference's genes.
+        y : array-like of str
+            Each cell's type (at least two types, each with a cell in every fold).
+        seed : int
+            The SVM's seed (its coordinate descent's order).
+
+        Returns
+        -------
+        LinearClassifier
+        """
         from sklearn.calibration import CalibratedClassifierCV
         from sklearn.svm import LinearSVC
 
@@ -80,7 +90,7 @@ class LinearClassifier:
             dec = np.asarray(dec.toarray() if sp.issparse(dec) else dec, dtype=np.float64) + f["intercept"]
             proba = np.zeros((n, k))
             for j, col in enumerate(f["columns"]):
-                proba[:, col] = _expit(-(f["a"][j] * dec[:, j] + f["b"][j]))
+                proba[:, col] = expit(-(f["a"][j] * dec[:, j] + f["b"][j]))
             if k == 2:
                 proba[:, 0] = 1.0 - proba[:, 1]
             else:
