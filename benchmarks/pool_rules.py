@@ -5,7 +5,7 @@ For every ``DIR/TASK_SEED_SPLIT.npz``: macro-F1 over the reference's types (Unas
 counts as wrong; mean over a task's splits) of the default, the linear SVM alone, a fixed weight ``w`` for the
 linear SVM, and per-cell weights from the novelty score, ``w = clip((novelty - a) / b, 0, 1)`` (``a+b`` in
 the table; `gsrcl.linear.pool_by_novelty` is ``2+1``). Also each task's median novelty and the share of its
-cells above 2. With ``--data DIR``, for a task whose query holds types the reference lacks, also each rule's
+cells above 2 (``--name``: other file names, e.g. for another method's probabilities). With ``--data DIR``, for a task whose query holds types the reference lacks, also each rule's
 unseen-type AUROC (``auroc <rule>``: the novelty score over the rule's ``conf_score``, averaged over each cell's
 15 nearest query cells, as ``obs['unseen_score']``; the query read again from the task config). Writes
 ``OUT/pool_rules.{json,md}``::
@@ -91,6 +91,7 @@ def main(argv=None) -> int:
     ap.add_argument("proba", help="the --save-proba folder of benchmarks/afrcl_shift.py")
     ap.add_argument("--data", default=None, help="the data folder: also score the unseen-type AUROC")
     ap.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
+    ap.add_argument("--name", default="pool_rules", help="the files' name, OUT/NAME.{json,md}")
     a = ap.parse_args(argv)
     per_task = defaultdict(list)
     graphs: dict[str, list] = {}
@@ -118,9 +119,9 @@ def main(argv=None) -> int:
                       "| " + " | ".join(f"{x:.4f}" for x in aurocs.values()) + " |"]
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(out / "pool_rules.json", {"command": "python benchmarks/pool_rules.py " + " ".join(argv or sys.argv[1:]),
+    write_json(out / f"{a.name}.json", {"command": "python benchmarks/pool_rules.py " + " ".join(argv or sys.argv[1:]),
                                          "created": now(), "tasks": tasks})
-    write_text(out / "pool_rules.md", "\n".join(lines) + "\n")
+    write_text(out / f"{a.name}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
 
