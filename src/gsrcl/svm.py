@@ -310,20 +310,11 @@ class PortableSVC:
 
 
 class PooledSVCs:
-    """SVMs with probabilities over the same features, evaluated together: each distinct support vector is
-    held once, the squared distances of a block of cells to all of them are computed once, and each SVM takes
-    its kernel from them with its own gamma. GsRCL's one-vs-rest SVMs on one input share most of their support
-    vectors (they are the same reference cells), so one pass replaces one per SVM.
-
-    Parameters
-    ----------
-    svcs : sequence of PortableSVC
-        Fitted with probabilities, all with the same number of features.
-
-    Notes
-    -----
-    ``predict_proba`` equals each SVM's own `PortableSVC.predict_proba` up to the rounding of the matrix
-    product (the same terms, a product of another shape).
+    """SVMs with probabilities over the same features (``svcs``, a sequence of `PortableSVC`), evaluated
+    together: each distinct support vector is held once, the squared distances of a block of cells to all of them
+    are computed once, and each SVM takes its kernel from them with its own gamma. GsRCL's one-vs-rest SVMs on one
+    input share most of their support vectors (the same reference cells). ``predict_proba`` equals each SVM's own
+    up to the rounding of the matrix product (the same terms, a product of another shape).
     """
 
     def __init__(self, svcs: Sequence[PortableSVC]):
