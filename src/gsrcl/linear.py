@@ -17,7 +17,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
-import scipy.sparse as sp
 from scipy.special import expit
 
 __all__ = ["LinearClassifier", "pool_by_novelty", "FOLDS"]
@@ -86,8 +85,7 @@ class LinearClassifier:
         n, k = X.shape[0], len(self.classes_)
         out = np.zeros((n, k))
         for f in self.folds_:
-            dec = X @ f["coef"].T
-            dec = np.asarray(dec.toarray() if sp.issparse(dec) else dec, dtype=np.float64) + f["intercept"]
+            dec = np.asarray(X @ f["coef"].T, dtype=np.float64) + f["intercept"]
             proba = np.zeros((n, k))
             for j, col in enumerate(f["columns"]):
                 proba[:, col] = expit(-(f["a"][j] * dec[:, j] + f["b"][j]))

@@ -97,8 +97,6 @@ def run(args) -> int:
     settings.update({k: v for k, v in flags.items() if v is not None})
     settings.update(seed=args.seed, device=args.device, quiet=args.quiet)
     if args.linear_pool:
-        if args.method != "afrcl":
-            raise GsrclError("--linear-pool is an option of AF-RCL references: use --method afrcl or leave it out")
         settings["linear_pool"] = True
     from ..training import check_settings, train
 
