@@ -10,7 +10,6 @@ import pytest
 import scipy.sparse as sp
 
 from gsrcl import Reference, annotate
-from gsrcl.cli import main
 from gsrcl.errors import GsrclError, InvalidReferenceError
 from gsrcl.linear import LinearClassifier, pool_by_novelty
 from gsrcl.training import train
@@ -37,6 +36,22 @@ def test_probabilities_are_scikit_learns_calibrated_linear_svm(k):
     np.testing.assert_allclose(ours.predict_proba(Q), theirs.predict_proba(Q), rtol=0, atol=1e-12)
     np.testing.assert_allclose(ours.predict_proba(Q.toarray()), theirs.predict_proba(Q), rtol=0, atol=1e-12)
     assert list(ours.classes_) == sorted(set(y))
+
+
+def test_raw_scores_are_the_per_class_sigmoids_before_normalisation():
+    X, y = _cells(4)
+    ours = LinearClassifier.fit(X, y, seed=2)
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.svm import LinearSVC
+
+    theirs = CalibratedClassifierCV(LinearSVC(C=1.0, random_state=2), cv=3).fit(X, y)
+    Q = X[::5]
+    expected = np.mean([np.column_stack([cal.predict(c.estimator.decision_function(Q)[:, j])
+                                         for j, cal in enumerate(c.calibrators)])
+                        for c in theirs.calibrated_classifiers_], axis=0)
+    raw = ours.predict_raw(Q)
+    np.testing.assert_allclose(raw, expected, rtol=0, atol=1e-12)
+    assert not np.allclose(raw.sum(axis=1), 1.0)  # not normalised, unlike predict_proba
 
 
 def test_state_round_trip_and_refused_states():
@@ -104,13 +119,24 @@ def test_a_changed_linear_section_is_refused(references, tmp_path):
         Reference.load(path)
 
 
-def test_only_afrcl_with_a_novelty_score_takes_it(pbmc68k, tmp_path):
-    with pytest.raises(GsrclError, match="linear pool"):
-        train(pbmc68k[0], "bulk_labels", "gsrcl", linear_pool=True, quiet=True, **TINY_SETTINGS)
+def test_gsrcl_pools_its_raw_scores_and_probabilities(pbmc68k, monkeypatch):
+    settings = dict(top_genes=TINY_TOP_GENES, quiet=True, **TINY_SETTINGS)
+    plain, pooled = (train(pbmc68k[0], "bulk_labels", "gsrcl", linear_pool=lp, **settings) for lp in (False, True))
+    query = pbmc68k[1]
+    monkeypatch.setattr("gsrcl.linear.NOVELTY_FROM", 1.0)
+    a, b = (annotate(query, r, quiet=True, plot=False) for r in (plain, pooled))
+    nov = np.asarray(b.obs["novelty_score"], dtype=float)
+    assert (nov < 1).any() and (nov > 1).any()
+    Xm = pooled.model_input.transform(sp.csr_matrix(query[:, pooled.genes].X, dtype=np.float32))
+    raw = np.asarray(a.obsm["raw_scores"])
+    np.testing.assert_allclose(np.asarray(b.obsm["raw_scores"]),
+                               pool_by_novelty(raw, pooled.linear.predict_raw(Xm), nov), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(b.obsm["probabilities"]),
+                               pool_by_novelty(raw / raw.sum(axis=1, keepdims=True), pooled.linear.predict_proba(Xm),
+                                               nov), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(b.obsm["probabilities"]).sum(axis=1), 1.0)
+
+
+def test_it_needs_a_novelty_score(pbmc68k):
     with pytest.raises(GsrclError, match="linear pool"):
         train(pbmc68k[0], "bulk_labels", "afrcl", linear_pool=True, novelty=False, quiet=True, **TINY_SETTINGS)
-    data = tmp_path / "ref.h5ad"
-    pbmc68k[0].write_h5ad(data)
-    code = main(["train", "-i", str(data), "--labels", "bulk_labels", "-r", "x", "-mp", str(tmp_path / "refs"),
-                 "--method", "gsrcl", "--linear-pool", "-q"])
-    assert code == GsrclError.exit_code and not (tmp_path / "refs" / "x").exists()

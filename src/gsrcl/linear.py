@@ -82,6 +82,14 @@ class LinearClassifier:
 
     def predict_proba(self, X) -> np.ndarray:
         """(n, K) probabilities of the cells ``X`` (model input over the reference's genes, sparse or dense)."""
+        return self._predict(X, normalised=True)
+
+    def predict_raw(self, X) -> np.ndarray:
+        """(n, K) per-class Platt probabilities before each fold's rows are divided by their sum (one-vs-rest
+        scores, as GsRCL's raw per-type scores are), averaged over the folds."""
+        return self._predict(X, normalised=False)
+
+    def _predict(self, X, normalised: bool) -> np.ndarray:
         n, k = X.shape[0], len(self.classes_)
         out = np.zeros((n, k))
         for f in self.folds_:
@@ -91,7 +99,7 @@ class LinearClassifier:
                 proba[:, col] = expit(-(f["a"][j] * dec[:, j] + f["b"][j]))
             if k == 2:
                 proba[:, 0] = 1.0 - proba[:, 1]
-            else:
+            elif normalised:
                 total = proba.sum(axis=1)[:, None]
                 proba = np.divide(proba, total, out=np.full_like(proba, 1.0 / k), where=total != 0)
             proba[(1.0 < proba) & (proba <= 1.0 + 1e-5)] = 1.0
@@ -141,7 +149,7 @@ NOVELTY_SPAN = 1.0  # and the further score it takes to count alone
 
 
 def pool_by_novelty(proba: np.ndarray, linear: np.ndarray, novelty: np.ndarray) -> np.ndarray:
-    """``(1 - w) * proba + w * linear`` with ``w = clip((novelty - 2) / 1, 0, 1)`` for each cell
+    """``(1 - w) * proba + w * linear`` (probabilities, or GsRCL's raw scores and `LinearClassifier.predict_raw`) with ``w = clip((novelty - 2) / 1, 0, 1)`` for each cell
     (`NOVELTY_FROM`, `NOVELTY_SPAN`): the model alone up to twice a typical reference cell's novelty, the linear
     classifier alone from three times."""
     w = np.clip((np.asarray(novelty, dtype=np.float64) - NOVELTY_FROM) / NOVELTY_SPAN, 0.0, 1.0)[:, None]

@@ -330,7 +330,8 @@ class BlockResult:
     """What `predict_block` keeps of one block of cells [start, stop)."""
 
     start: int
-    scores: np.ndarray  # float64, the method's scores (AF-RCL: probabilities)
+    proba: np.ndarray  # float64, the reported probabilities (rows sum to 1)
+    raw: np.ndarray | None  # float64, GsRCL's un-normalised per-type scores; None for AF-RCL
     detected: np.ndarray  # int64, non-zero reference genes per cell
     embedding: np.ndarray | None  # float32, of the sampled cells in the block
     novelty: np.ndarray | None
@@ -338,7 +339,7 @@ class BlockResult:
 
     @property
     def stop(self) -> int:
-        return self.start + self.scores.shape[0]
+        return self.start + self.proba.shape[0]
 
 
 def predict_block(start: int, block: sp.csr_matrix, prepared: Prepared, ref, embed_rows: np.ndarray,
@@ -382,9 +383,13 @@ def predict_block(start: int, block: sp.csr_matrix, prepared: Prepared, ref, emb
         part = GeneMoments.partial(log1p_cp10k(block if moment_rows is None else block[moment_rows], prepared.kind))
     nov = None if novelty is None else novelty.score(X, ref.model_input)
     s = np.asarray(s, dtype=np.float64)
+    raw = s if ref.method == "gsrcl" else None
+    proba = normalise_rows(s)  # AF-RCL's rows sum to 1; GsRCL's are divided by their sum
     if ref.linear is not None and nov is not None:  # cells far from the reference lean on the linear SVM
-        s = pool_by_novelty(normalise_rows(s), ref.linear.predict_proba(X), nov)
-    return BlockResult(start, s, detected, emb, nov, part)
+        proba = pool_by_novelty(proba, ref.linear.predict_proba(X), nov)
+        if raw is not None:
+            raw = pool_by_novelty(raw, ref.linear.predict_raw(X), nov)
+    return BlockResult(start, proba, raw, detected, emb, nov, part)
 
 
 class Results:
@@ -407,9 +412,9 @@ class Results:
         if r.start != self.done:
             raise RuntimeError(f"block results out of order: expected row {self.done}, got {r.start}")
         start, stop = r.start, r.stop
-        self.proba[start:stop] = normalise_rows(r.scores)  # AF-RCL's rows sum to 1; GsRCL's are divided by their sum
+        self.proba[start:stop] = r.proba
         if self.scores is not None:
-            self.scores[start:stop] = r.scores
+            self.scores[start:stop] = r.raw
         if self.novelty is not None:
             self.novelty[start:stop] = r.novelty
         self.detected[start:stop] = r.detected

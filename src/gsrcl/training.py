@@ -99,9 +99,10 @@ def train(
     novelty : bool
         Also fit the novelty score, stored with the reference.
     linear_pool : bool
-        AF-RCL only, with ``novelty``: also fit a linear SVM on the model input (`gsrcl.linear`), stored with the
-        reference; prediction gives it a say that grows with each cell's novelty score
-        (`gsrcl.linear.pool_by_novelty`), for queries far from the reference (another species).
+        With ``novelty``: also fit a linear SVM on the model input (`gsrcl.linear`), stored with the reference;
+        prediction gives it a say that grows with each cell's novelty score (`gsrcl.linear.pool_by_novelty`),
+        for queries far from the reference (another species). GsRCL's raw per-type scores are pooled with the
+        linear SVM's per-class scores (`gsrcl.linear.LinearClassifier.predict_raw`) likewise.
     device, threads, quiet :
         Runtime settings: the torch device, torch threads (None: torch's choice), no progress bars. They are
         not saved as hyperparameters.
@@ -130,9 +131,8 @@ def train(
     unknown = sorted(set(provenance or {}) - set(PROVENANCE_KEYS))
     if unknown:
         raise GsrclError(f"unknown provenance key(s) {', '.join(unknown)}; known: {', '.join(PROVENANCE_KEYS)}")
-    if linear_pool and (method != "afrcl" or not novelty):
-        raise GsrclError("the linear pool is an option of AF-RCL references with a novelty score: train with "
-                         "method='afrcl' and novelty=True, or without linear_pool")
+    if linear_pool and not novelty:
+        raise GsrclError("the linear pool needs the novelty score: train with novelty=True, or without linear_pool")
     make, p, seeds, pool, library_size = _settings(method, preset, seed, ensemble, pool, library_size, device,
                                                    threads, quiet, params)
     if top_genes is not None and (isinstance(top_genes, bool) or not isinstance(top_genes, (int, np.integer))
@@ -283,8 +283,6 @@ def check_settings(method: str, preset: str = "default", **settings) -> None:
     """
     known = ("seed", "ensemble", "pool", "library_size", "device", "threads", "quiet", "linear_pool")
     kw = {k: settings.pop(k) for k in known if k in settings}
-    if kw.get("linear_pool") and method != "afrcl":
-        raise GsrclError("the linear pool is an option of AF-RCL references: use --method afrcl or leave it out")
     _settings(method, preset, kw.get("seed", DEFAULT_SEED), kw.get("ensemble"), kw.get("pool"),
               kw.get("library_size"), kw.get("device", "cpu"), kw.get("threads"), kw.get("quiet", False), settings)
 

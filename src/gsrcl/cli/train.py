@@ -53,7 +53,7 @@ def register(sub) -> None:
                    help=f"each cell type keeps at most N cells, drawn at random (default: {MAX_CELLS_PER_TYPE:,}; "
                    "0: every cell); only those rows are read from an h5ad or 10x HDF5 file")
     p.add_argument("--linear-pool", action="store_true",
-                   help="AF-RCL: also fit a linear SVM on the genes, which decides more the further a query cell "
+                   help="also fit a linear SVM on the genes, which decides more the further a query cell "
                    "lies from the reference (for queries of another species)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing reference NAME")
     p.add_argument("--config", metavar="JSON",
