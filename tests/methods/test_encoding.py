@@ -57,3 +57,29 @@ def test_keep_columns_is_the_column_slice_sharing_the_values():
     out = keep_columns(Z, columns)
     assert not np.shares_memory(out.data, Z.data)
     np.testing.assert_array_equal(out.toarray(), Z[:, columns].toarray())
+
+
+def test_rows_are_the_rows_of_their_copy_without_copying_them():
+    from gsrcl.methods.afrcl import expressed_genes
+    from gsrcl.methods.encoding import Rows, keep_columns_of
+    from gsrcl.methods.labels import fit_inputs
+
+    X = _cells(40, 12, 4)
+    X.data[X.indices == 5] = 0  # a gene no cell expresses
+    X.eliminate_zeros()
+    y = np.repeat(["a", "b"], 20)
+    tr, y_tr, va, y_va = fit_inputs(X, y, None, None, 0.25, seed=3)
+    assert isinstance(tr, Rows) and tr.base is X and va.base is X  # the caller's matrix, not a copy
+    assert sorted(np.r_[tr.rows, va.rows]) == list(range(40)) and len(va.rows) == len(y_va) == 10
+    copy = X[tr.rows]
+    for key in (slice(3, 11), np.array([4, 0, 7]), slice(0, 0)):
+        assert (tr[key] != copy[key]).nnz == 0 and tr[key].shape == copy[key].shape
+    np.testing.assert_array_equal(tr.toarray(), copy.toarray())
+    np.testing.assert_array_equal(expressed_genes(tr, va), np.r_[0:5, 6:12])
+    a, b = keep_columns_of((tr, va), np.r_[0:5, 6:12])
+    assert a.base is b.base and a.shape == (30, 11) and np.shares_memory(a.base.data, X.data)
+    np.testing.assert_array_equal(a.toarray(), copy.toarray()[:, np.r_[0:5, 6:12]])
+    torch.manual_seed(0)
+    enc = Encoder(12, (16,), 8, batch_norm=False, input_dropout=0.0)
+    np.testing.assert_array_equal(encode(enc, (tr, va), torch.device("cpu"), block=7),
+                                  encode(enc, vstack(copy, X[va.rows]), torch.device("cpu"), block=7))

@@ -35,7 +35,7 @@ from ..nn import Encoder, ProjectionHead, afrcl_loss
 from .base import EstimatorBase
 from .checkpoints import WeightAverage, better, refresh_batch_norm, snapshot
 from .classifiers import check_svc, column_order, fit_final_svc, svc_params, validation_score
-from .encoding import BLOCK, as_csr, encode, keep_columns, sparse_tensor
+from .encoding import BLOCK, Rows, as_csr, encode, keep_columns_of, sparse_tensor
 from .gene_scale import GENE_SCALE_KEY
 from .labels import fit_inputs, stratified_subset
 from .presets import AFRCLParams
@@ -47,10 +47,15 @@ from .state import jsonable, prefixed, split_arrays
 log = logging.getLogger("gsrcl.methods.afrcl")
 
 def expressed_genes(X, X_val) -> np.ndarray | None:
-    """Sorted indices of the genes with a non-zero value in a cell of CSR ``X`` or ``X_val``; None when every
-    gene has one."""
+    """Sorted indices of the genes with a non-zero value in a cell of ``X`` or ``X_val`` (CSR or `Rows`); None
+    when every gene has one."""
     seen = np.zeros(X.shape[1], dtype=bool)
     for M in (X, X_val):
+        if isinstance(M, Rows):  # its rows a block at a time
+            for start in range(0, M.shape[0], BLOCK):
+                block = M[start : start + BLOCK]
+                seen[block.indices[block.data != 0]] = True
+            continue
         for lo in range(0, M.nnz, SEEN_CHUNK):  # in chunks: no array the size of all the values
             seen[M.indices[lo:lo + SEEN_CHUNK][M.data[lo:lo + SEEN_CHUNK] != 0]] = True
     return None if seen.all() else np.flatnonzero(seen)
@@ -95,7 +100,7 @@ class AFRCL(EstimatorBase):
                 log.info("afrcl: %d of %d genes are in no reference cell: left out of training (zero weights)",
                          n_genes - len(expressed), n_genes)
                 encoder.restrict_inputs(expressed)
-                X, X_val = keep_columns(X, expressed), keep_columns(X_val, expressed)  # values shared
+                X, X_val = keep_columns_of((X, X_val), expressed)  # values shared
             head = ProjectionHead(p["out"], p["head"][:-1], p["head"][-1], batch_norm=p["batch_norm"]).to(device)
             opt = adam(list(encoder.parameters()) + list(head.parameters()), p["lr"], p["weight_decay"], device)
             n = X.shape[0]

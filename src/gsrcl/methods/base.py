@@ -198,8 +198,11 @@ class EstimatorBase(BaseEstimator):
     def _fit_gene_scale(self, X, X_val):
         """Fit the gene scale on the training and validation cells (with ``scale_genes``) and return both
         scaled; without it ``gene_scale_`` is None and both come back as they are."""
-        self.gene_scale_ = (gene_scale(vstack(X, X_val) if X_val.shape[0] else X)
-                            if self.params.get("scale_genes") else None)
+        if not self.params.get("scale_genes"):
+            self.gene_scale_ = None
+            return X, X_val
+        X, X_val = as_csr(X), as_csr(X_val)
+        self.gene_scale_ = gene_scale(vstack(X, X_val) if X_val.shape[0] else X)
         return self._scaled(X), self._scaled(X_val)
 
     def _scaled(self, X):

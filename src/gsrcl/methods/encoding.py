@@ -9,8 +9,54 @@ import torch
 BLOCK = 4096  # rows encoded at once at prediction time: bounds memory whatever the number of cells
 
 
+class Rows:
+    """Some rows of a CSR matrix, without a copy of them: a method's training or validation cells when ``fit``
+    splits its input (`gsrcl.methods.labels.fit_inputs`).
+
+    Parameters
+    ----------
+    base : scipy.sparse.csr_matrix
+        The matrix (CSR float32), shared, never changed.
+    rows : array-like of int
+        Which of its rows, in this order.
+
+    Notes
+    -----
+    ``R[key]`` (a slice or an array of positions) is ``base[rows[key]]``, a CSR copy of those rows only, the
+    same matrix entry for entry as the same rows of ``base[rows]``.
+    """
+
+    def __init__(self, base: sp.csr_matrix, rows):
+        self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (len(self.rows), self.base.shape[1])
+
+    @property
+    def dtype(self):
+        return self.base.dtype
+
+    def __getitem__(self, key) -> sp.csr_matrix:
+        return self.base[self.rows[key]]
+
+    def toarray(self, out: np.ndarray | None = None) -> np.ndarray:
+        """The rows as a dense array (into ``out`` when given), filled `BLOCK` rows at a time."""
+        if out is None:
+            out = np.zeros(self.shape, dtype=self.dtype)
+        for start in range(0, self.shape[0], BLOCK):
+            self[start : start + BLOCK].toarray(out=out[start : start + BLOCK])
+        return out
+
+    def tocsr(self) -> sp.csr_matrix:
+        """The rows as one CSR matrix (a copy)."""
+        return self.base[self.rows]
+
+
 def as_csr(X) -> sp.csr_matrix:
-    """The model input ``X`` (sparse or dense) as CSR float32; no copy when it is one already."""
+    """The model input ``X`` (sparse or dense, or `Rows`) as CSR float32; no copy when it is one already."""
+    if isinstance(X, Rows):
+        X = X.tocsr()
     if sp.issparse(X):
         X = X.tocsr()
     else:
@@ -23,6 +69,20 @@ def as_csr(X) -> sp.csr_matrix:
 def vstack(A, B) -> sp.csr_matrix:
     """The rows of ``A`` then those of ``B``, as one CSR matrix."""
     return sp.vstack([A, B], format="csr")
+
+
+def keep_columns_of(parts, columns: np.ndarray) -> list:
+    """`keep_columns` of each matrix or `Rows` in ``parts``; `Rows` of one base keep sharing one (new) base."""
+    bases: dict[int, sp.csr_matrix] = {}
+    out = []
+    for X in parts:
+        if isinstance(X, Rows):
+            if id(X.base) not in bases:
+                bases[id(X.base)] = keep_columns(X.base, columns)
+            out.append(Rows(bases[id(X.base)], X.rows))
+        else:
+            out.append(keep_columns(X, columns))
+    return out
 
 
 def keep_columns(X: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix:
@@ -45,7 +105,7 @@ def sparse_tensor(X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
 
 
 def row_blocks(parts, block: int):
-    """Blocks of ``block`` rows of the CSR matrices ``parts`` stacked (the rows of each in turn), as the blocks of
+    """Blocks of ``block`` rows of the CSR matrices (or `Rows`) ``parts`` stacked (the rows of each in turn), as the blocks of
     their `vstack` would be, without building the stacked matrix: only a block that straddles two parts is
     stacked."""
     pending, held = [], 0
@@ -66,10 +126,10 @@ def row_blocks(parts, block: int):
 def encode(encoder: torch.nn.Module, X, device: torch.device, block: int = BLOCK) -> np.ndarray:
     """The encoder's output for every row of ``X``, float32 (n, out).
 
-    ``X``: a matrix, or a tuple of matrices of the same genes whose rows are encoded in turn (as their `vstack`,
-    without building it). Encoded ``block`` rows at a time, in eval mode and without autograd (memory stays
-    bounded whatever the number of cells); the encoder's training mode is restored after."""
-    parts = [as_csr(M) for M in (X if isinstance(X, tuple) else (X,))]
+    ``X``: a matrix or `Rows`, or a tuple of them, of the same genes, whose rows are encoded in turn (as their
+    `vstack`, without building it). Encoded ``block`` rows at a time, in eval mode and without autograd (memory
+    stays bounded whatever the number of cells); the encoder's training mode is restored after."""
+    parts = [M if isinstance(M, Rows) else as_csr(M) for M in (X if isinstance(X, tuple) else (X,))]
     was_training = encoder.training
     encoder.eval()
     out = []

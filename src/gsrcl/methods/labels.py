@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LabelsError, ValuesError
-from .encoding import as_csr
+from .encoding import Rows, as_csr
 
 log = logging.getLogger("gsrcl.methods")
 
@@ -169,7 +169,8 @@ def fit_inputs(X, y, X_val, y_val, validation_size: float, seed: int):
     Returns
     -------
     X, y, X_val, y_val
-        CSR float32 matrices and arrays of str labels (``y_val`` empty when there are no validation cells).
+        CSR float32 matrices, or `gsrcl.methods.encoding.Rows` of ``X`` when it is split here, and arrays of str
+        labels (``y_val`` empty when there are no validation cells).
 
     Raises
     ------
@@ -182,9 +183,11 @@ def fit_inputs(X, y, X_val, y_val, validation_size: float, seed: int):
     """
     X = as_csr(X)
     y = check_labels(y, X.shape[0])
+    if not np.isfinite(X.data).all() or (X.data < 0).any():
+        raise ValuesError("the model input holds NaN, infinite or negative values: give log1p values of counts")
     if X_val is None:
         tr, va = split_validation(y, validation_size, seed)
-        X_val, y_val, X, y = X[va], y[va], X[tr], y[tr]
+        X_val, y_val, X, y = Rows(X, va), y[va], Rows(X, tr), y[tr]  # views: no copy of the cells
     else:
         X_val = as_csr(X_val)
         y_val = check_labels(y_val, X_val.shape[0]) if X_val.shape[0] else np.array([], dtype=str)
@@ -195,6 +198,4 @@ def fit_inputs(X, y, X_val, y_val, validation_size: float, seed: int):
     unseen = sorted(set(y_val) - set(y))
     if unseen:
         raise LabelsError(f"validation labels {unseen[:3]} do not occur in the training cells")
-    if not np.isfinite(X.data).all() or (X.data < 0).any():
-        raise ValuesError("the model input holds NaN, infinite or negative values: give log1p values of counts")
     return X, y, X_val, y_val
