@@ -91,7 +91,7 @@ def measured(cmd: list[str]) -> dict:
     out, err = proc.communicate()
     th.join()
     return {"seconds": time.perf_counter() - t0, "peak_rss": peak[0], "rc": proc.returncode,
-            "stdout": out[-2000:], "stderr": err[-2000:]}
+            "stdout": out[-2000:], "stderr": err[-2000:], "stderr_all": err}
 
 
 def main(argv=None) -> int:
@@ -100,21 +100,30 @@ def main(argv=None) -> int:
     p.add_argument("--method", default="afrcl")
     p.add_argument("--flags", default="", help="more options of gsrcl train, e.g. '--ensemble 1 --epochs 3'")
     p.add_argument("--keep", action="store_true", help="keep the reference files in benchmarks/scratch")
+    p.add_argument("--scratch", type=Path, default=SCRATCH,
+                   help="where the reference files are built and, with --keep, kept (default benchmarks/scratch)")
+    p.add_argument("--stages", action="store_true",
+                   help="also record the memory at each of gsrcl train's log lines (benchmarks/harness/rss_log.py)")
     p.add_argument("--out", type=Path, default=RESULT)
     a = p.parse_args(argv)
-    SCRATCH.mkdir(parents=True, exist_ok=True)
+    a.scratch.mkdir(parents=True, exist_ok=True)
     rows = []
     for n in [int(c) for c in a.cells.split(",")]:
-        path = SCRATCH / f"reference_{n}.h5ad"
+        path = a.scratch / f"reference_{n}.h5ad"
         info = None
         if not path.exists():
             print(f"building a {n:,}-cell reference ...", flush=True)
             info = build(n, path)
-        with tempfile.TemporaryDirectory(dir=SCRATCH) as refdir:
-            cmd = [sys.executable, "-m", "gsrcl", "train", "-i", str(path), "--labels", "cell_type", "-r", "large",
-                   "-mp", refdir, "--method", a.method, "-q", *shlex.split(a.flags)]
-            print(f"{n:,} cells: {' '.join(cmd[3:])}", flush=True)
+        with tempfile.TemporaryDirectory(dir=a.scratch) as refdir:
+            run = [str(ROOT / "benchmarks" / "harness" / "rss_log.py")] if a.stages else ["-m", "gsrcl"]
+            cmd = [sys.executable, *run, "train", "-i", str(path), "--labels", "cell_type", "-r", "large",
+                   "-mp", refdir, "--method", a.method, "-q", *(["-v"] if a.stages else []), *shlex.split(a.flags)]
+            print(f"{n:,} cells: {' '.join(cmd[len(run) + 1:])}", flush=True)
             r = measured(cmd)
+            if a.stages:
+                r["stages"] = [line for line in r.pop("stderr_all").splitlines() if line.startswith("[rss ")]
+            else:
+                r.pop("stderr_all")
             if r["rc"] == 0:
                 m = json.loads((Path(refdir) / "large" / "manifest.json").read_text())["training"]
                 r.update(cells_kept=m["cells"], max_cells_per_type=m["max_cells_per_type"],
@@ -123,7 +132,7 @@ def main(argv=None) -> int:
                 print(r["stderr"], file=sys.stderr)
         r.update(cells=n, method=a.method, flags=a.flags, load=os.getloadavg(), build=info)
         rows.append(r)
-        print(json.dumps({k: v for k, v in r.items() if k not in ("stdout", "stderr")}), flush=True)
+        print(json.dumps({k: v for k, v in r.items() if k not in ("stdout", "stderr", "stages")}), flush=True)
         if not a.keep:
             path.unlink(missing_ok=True)
     lines = ["| cells | kept (cap) | flags | s | fit s | peak GB |", "|---|---|---|---|---|---|"]

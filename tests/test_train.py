@@ -14,6 +14,7 @@ from gsrcl.cli import main
 from gsrcl.errors import GsrclError, InvalidReferenceError, LabelsError, OutputError
 from gsrcl.reference import Reference, manifest_checksum
 from gsrcl.training import train
+from tests.conftest import TINY_SETTINGS, TINY_TOP_GENES
 
 TINY = dict(epochs=3, hidden=[32, 32], out=16, head=[16, 8], svm_cv=2, threads=1, quiet=True)
 
@@ -379,3 +380,24 @@ def test_cli_ensemble_flag_sets_the_number_of_models(h5ad, tmp_path, capsys):
         main(["train", "-i", str(h5ad), "--labels", "cell_type", "-r", "none", "-mp", str(refdir),
               "--ensemble", "0", "--config", CONFIG])
     assert e.value.code == 2 and "--ensemble" in capsys.readouterr().err and not (refdir / "none").exists()
+
+
+def test_members_fit_on_rows_of_one_matrix_not_copies(pbmc68k, monkeypatch):
+    from gsrcl.methods.afrcl import AFRCL
+    from gsrcl.methods.encoding import Rows
+
+    seen = []
+    fit = AFRCL.fit
+
+    def spy(self, X, y, X_val=None, y_val=None):
+        seen.append((X, X_val))
+        return fit(self, X, y, X_val, y_val)
+
+    monkeypatch.setattr(AFRCL, "fit", spy)
+    settings = {**TINY_SETTINGS, "ensemble": 2}
+    train(pbmc68k[0], "bulk_labels", "afrcl", top_genes=TINY_TOP_GENES, quiet=True, **settings)
+    assert len(seen) == 2
+    bases = {id(M.base) for pair in seen for M in pair if isinstance(M, Rows)}
+    assert all(isinstance(M, Rows) for pair in seen for M in pair) and len(bases) == 1
+    for X, X_val in seen:  # each member's own split of all the cells
+        assert sorted(np.r_[X.rows, X_val.rows]) == list(range(X.base.shape[0]))

@@ -23,7 +23,7 @@ import scipy.sparse as sp
 from .errors import DuplicateGenesError, GeneOverlapError, GsrclError, LabelsError, ValuesError
 from .methods import METHODS, get_method
 from .methods.base import DEFAULT_SEED
-from .methods.encoding import as_csr
+from .methods.encoding import Rows, as_csr
 from .methods.ensemble import Ensemble, check_pool, member_seeds
 from .io.source import QuerySource
 from .methods.labels import (MIN_CELLS, MIN_VALIDATION_CELLS, cap_per_type, check_labels, drop_rare_classes,
@@ -194,7 +194,7 @@ def train(
     members = []
     for i, (s, (m_tr, m_va)) in enumerate(zip(seeds, splits)):
         member = model if i == 0 else make(s)
-        member.fit(Xm[m_tr], labels[m_tr], Xm[m_va], labels[m_va])
+        member.fit(Rows(Xm, m_tr), labels[m_tr], Rows(Xm, m_va), labels[m_va])  # rows of Xm, not copies
         members.append(member)
         if len(seeds) > 1:
             log.info("model %d of %d (seed %d) trained", i + 1, len(seeds), s)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LabelsError, ValuesError
-from .encoding import Rows, as_csr
+from .encoding import BLOCK, Rows, as_csr
 
 log = logging.getLogger("gsrcl.methods")
 
@@ -163,13 +163,23 @@ def stratified_subset(y: np.ndarray, n: int | None, seed: int) -> np.ndarray | N
     return np.sort(np.concatenate(picked))
 
 
+def _valid_values(X) -> bool:
+    """Whether every stored value of CSR ``X`` (or of the rows of `Rows` ``X``, a block at a time) is finite and
+    not negative."""
+    blocks = (X[s : s + BLOCK] for s in range(0, X.shape[0], BLOCK)) if isinstance(X, Rows) else (X,)
+    return all(np.isfinite(b.data).all() and not (b.data < 0).any() for b in blocks)
+
+
 def fit_inputs(X, y, X_val, y_val, validation_size: float, seed: int):
     """The training and validation data of ``fit``, checked; without ``X_val``, a stratified split of ``X``.
+
+    ``X`` and ``X_val`` may be `gsrcl.methods.encoding.Rows` (rows of one matrix, not copied): they are kept as
+    they are.
 
     Returns
     -------
     X, y, X_val, y_val
-        CSR float32 matrices, or `gsrcl.methods.encoding.Rows` of ``X`` when it is split here, and arrays of str
+        CSR float32 matrices or `Rows` (those given, and ``X``'s split when it is split here), and arrays of str
         labels (``y_val`` empty when there are no validation cells).
 
     Raises
@@ -181,15 +191,18 @@ def fit_inputs(X, y, X_val, y_val, validation_size: float, seed: int):
     ValueError
         ``X_val`` with another number of genes than ``X``.
     """
-    X = as_csr(X)
+    X = X if isinstance(X, Rows) else as_csr(X)
     y = check_labels(y, X.shape[0])
-    if not np.isfinite(X.data).all() or (X.data < 0).any():
+    if not _valid_values(X):
         raise ValuesError("the model input holds NaN, infinite or negative values: give log1p values of counts")
     if X_val is None:
         tr, va = split_validation(y, validation_size, seed)
-        X_val, y_val, X, y = Rows(X, va), y[va], Rows(X, tr), y[tr]  # views: no copy of the cells
+        if isinstance(X, Rows):
+            X_val, y_val, X, y = Rows(X.base, X.rows[va]), y[va], Rows(X.base, X.rows[tr]), y[tr]
+        else:
+            X_val, y_val, X, y = Rows(X, va), y[va], Rows(X, tr), y[tr]  # views: no copy of the cells
     else:
-        X_val = as_csr(X_val)
+        X_val = X_val if isinstance(X_val, Rows) else as_csr(X_val)
         y_val = check_labels(y_val, X_val.shape[0]) if X_val.shape[0] else np.array([], dtype=str)
         if X_val.shape[1] != X.shape[1]:
             raise ValueError(f"X_val has {X_val.shape[1]} genes, X has {X.shape[1]}")
