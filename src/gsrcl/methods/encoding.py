@@ -10,8 +10,7 @@ BLOCK = 4096  # rows encoded at once at prediction time: bounds memory whatever 
 
 
 class Rows:
-    """Some rows of a CSR matrix, without a copy of them: a method's training or validation cells when ``fit``
-    splits its input (`gsrcl.methods.labels.fit_inputs`).
+    """Some rows of a CSR matrix, without a copy of them: a method's training or validation cells.
 
     Parameters
     ----------
@@ -19,26 +18,42 @@ class Rows:
         The matrix (CSR float32), shared, never changed.
     rows : array-like of int
         Which of its rows, in this order.
+    columns : array-like of int, optional
+        Sorted columns of ``base`` that hold every non-zero value of those rows: the rows over these columns
+        only (`keep_columns`), renumbered block by block as they are read.
 
     Notes
     -----
-    ``R[key]`` (a slice or an array of positions) is ``base[rows[key]]``, a CSR copy of those rows only, the
-    same matrix entry for entry as the same rows of ``base[rows]``.
+    ``R[key]`` (a slice or an array of positions) is ``base[rows[key]]`` (over ``columns``), a CSR copy of those
+    rows only, the same matrix entry for entry as the same rows of ``base[rows][:, columns]``.
     """
 
-    def __init__(self, base: sp.csr_matrix, rows):
+    def __init__(self, base: sp.csr_matrix, rows, columns=None):
         self.base, self.rows = base, np.asarray(rows, dtype=np.int64)
+        self.columns = None if columns is None else np.asarray(columns, dtype=np.int64)
+        self._renumber = None
+        if self.columns is not None:
+            self._renumber = np.full(base.shape[1], -1, dtype=base.indices.dtype)
+            self._renumber[self.columns] = np.arange(len(self.columns))
 
     @property
     def shape(self) -> tuple[int, int]:
-        return (len(self.rows), self.base.shape[1])
+        return (len(self.rows), self.base.shape[1] if self.columns is None else len(self.columns))
 
     @property
     def dtype(self):
         return self.base.dtype
 
     def __getitem__(self, key) -> sp.csr_matrix:
-        return self.base[self.rows[key]]
+        block = self.base[self.rows[key]]
+        if self.columns is None:
+            return block
+        return keep_columns(block, self.columns, self._renumber)
+
+    def keep_columns(self, columns) -> "Rows":
+        """The same rows over the sorted ``columns`` of this one (which hold every non-zero value)."""
+        columns = np.asarray(columns, dtype=np.int64)
+        return Rows(self.base, self.rows, columns if self.columns is None else self.columns[columns])
 
     def toarray(self, out: np.ndarray | None = None) -> np.ndarray:
         """The rows as a dense array (into ``out`` when given), filled `BLOCK` rows at a time."""
@@ -50,7 +65,7 @@ class Rows:
 
     def tocsr(self) -> sp.csr_matrix:
         """The rows as one CSR matrix (a copy)."""
-        return self.base[self.rows]
+        return self[:]
 
 
 def as_csr(X) -> sp.csr_matrix:
@@ -72,26 +87,20 @@ def vstack(A, B) -> sp.csr_matrix:
 
 
 def keep_columns_of(parts, columns: np.ndarray) -> list:
-    """`keep_columns` of each matrix or `Rows` in ``parts``; `Rows` of one base keep sharing one (new) base."""
-    bases: dict[int, sp.csr_matrix] = {}
-    out = []
-    for X in parts:
-        if isinstance(X, Rows):
-            if id(X.base) not in bases:
-                bases[id(X.base)] = keep_columns(X.base, columns)
-            out.append(Rows(bases[id(X.base)], X.rows))
-        else:
-            out.append(keep_columns(X, columns))
-    return out
+    """`keep_columns` of each CSR matrix in ``parts``; `Rows` are renumbered as they are read (`Rows.keep_columns`),
+    so their shared matrix is neither copied nor changed."""
+    return [X.keep_columns(columns) if isinstance(X, Rows) else keep_columns(X, columns) for X in parts]
 
 
-def keep_columns(X: sp.csr_matrix, columns: np.ndarray) -> sp.csr_matrix:
+def keep_columns(X: sp.csr_matrix, columns: np.ndarray, renumber: np.ndarray | None = None) -> sp.csr_matrix:
     """``X[:, columns]`` for sorted ``columns`` that hold every non-zero value of CSR ``X``: the same matrix,
     entry for entry, sharing ``X``'s values (only the column numbers are new). Where a stored zero lies
-    outside ``columns``, the slice itself."""
-    new = np.full(X.shape[1], -1, dtype=X.indices.dtype)
-    new[columns] = np.arange(len(columns))
-    indices = new[X.indices]
+    outside ``columns``, the slice itself. ``renumber``: each column's new number (-1 outside ``columns``),
+    when the caller has it already."""
+    if renumber is None:
+        renumber = np.full(X.shape[1], -1, dtype=X.indices.dtype)
+        renumber[columns] = np.arange(len(columns))
+    indices = renumber[X.indices]
     if indices.size and indices.min() < 0:
         return X[:, columns]
     return sp.csr_matrix((X.data, indices, X.indptr), shape=(X.shape[0], len(columns)), copy=False)

@@ -198,7 +198,8 @@ def fit_inputs(X, y, X_val, y_val, validation_size: float, seed: int):
     if X_val is None:
         tr, va = split_validation(y, validation_size, seed)
         if isinstance(X, Rows):
-            X_val, y_val, X, y = Rows(X.base, X.rows[va]), y[va], Rows(X.base, X.rows[tr]), y[tr]
+            X_val, X = Rows(X.base, X.rows[va], X.columns), Rows(X.base, X.rows[tr], X.columns)
+            y_val, y = y[va], y[tr]
         else:
             X_val, y_val, X, y = Rows(X, va), y[va], Rows(X, tr), y[tr]  # views: no copy of the cells
     else:
