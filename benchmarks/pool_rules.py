@@ -107,8 +107,10 @@ def main(argv=None) -> int:
     tasks = {t: {k: float(np.mean([s[k] for s in splits])) for k in splits[0] if all(k in s for s in splits)}
              for t, splits in per_task.items()}
     cols = [c for c in next(iter(tasks.values())) if not c.startswith("auroc")]
-    lines = ["# Pooling AF-RCL with a linear SVM on the genes: rules scored on saved probabilities", "",
-             "`benchmarks/pool_rules.py` on `benchmarks/afrcl_shift.py --save-proba` output (seed 1111). Macro-F1; "
+    lines = ["# Pooling a method's probabilities with a linear SVM on the genes: rules scored on saved probabilities",
+             "",
+             f"`benchmarks/pool_rules.py DIR --name {a.name}` on the probabilities of `benchmarks/afrcl_shift.py --save-proba` "
+             "or `benchmarks/linear_pool_trial.py` (seed 1111). Macro-F1; "
              "`w=`: a fixed weight of the linear SVM; `a+b`: per cell `w = clip((novelty - a) / b, 0, 1)`.", "",
              "| task | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
     lines += [f"| {t} | " + " | ".join(f"{v[c]:.4f}" for c in cols) + " |" for t, v in sorted(tasks.items())]
