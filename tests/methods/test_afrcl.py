@@ -294,3 +294,30 @@ def test_expressed_genes_in_chunks_ignore_stored_zeros(monkeypatch):
     np.testing.assert_array_equal(afrcl.expressed_genes(X, X_val), expected)
     monkeypatch.setattr(afrcl, "SEEN_CHUNK", 1 << 24)
     np.testing.assert_array_equal(afrcl.expressed_genes(X, X_val), expected)
+
+
+@pytest.mark.realdata
+def test_only_the_final_svms_cells_are_encoded_above_its_cap(split, monkeypatch):
+    """Above the final SVM's cap, the cells it fits on are encoded, and no others; its subset is the one it
+    would draw from every cell's embedding."""
+    import gsrcl.methods.afrcl as afrcl_module
+    from gsrcl.methods import classifiers
+
+    Xtr, ytr = split[0], split[1]
+    monkeypatch.setattr(classifiers, "FINAL_SVM_MAX_CELLS", 80)
+    calls = []
+    fit_final = afrcl_module.fit_final_svc
+
+    def spy(emb, y, *args, **kwargs):
+        calls.append((emb, y, kwargs.get("capped")))
+        return fit_final(emb, y, *args, **kwargs)
+
+    monkeypatch.setattr(afrcl_module, "fit_final_svc", spy)
+    model = AFRCL(**TINY).fit(Xtr, ytr)
+    (emb, y, capped), = calls
+    assert capped and len(y) == len(emb) < len(ytr) and abs(len(y) - 80) <= 2 * len(np.unique(ytr))
+    full = model.embed(Xtr).astype(np.float64)  # every cell, by the final encoder
+    d = ((emb[:, None, :] - full[None, :, :]) ** 2).sum(axis=2)
+    nearest = d.argmin(axis=1)
+    assert d.min(axis=1).max() < 1e-8 and len(set(nearest)) == len(y)  # distinct cells, embedded as all cells are
+    assert (np.asarray(ytr)[nearest] == y).all()

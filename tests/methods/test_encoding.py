@@ -85,3 +85,17 @@ def test_rows_are_the_rows_of_their_copy_without_copying_them():
     enc = Encoder(12, (16,), 8, batch_norm=False, input_dropout=0.0)
     np.testing.assert_array_equal(encode(enc, (tr, va), torch.device("cpu"), block=7),
                                   encode(enc, vstack(copy, X[va.rows]), torch.device("cpu"), block=7))
+
+
+def test_rows_of_a_stack_of_parts():
+    from gsrcl.methods.encoding import Rows, rows_of
+
+    X = _cells(30, 9, 5)
+    a, b = Rows(X, np.arange(0, 30, 2)), Rows(X, np.arange(1, 30, 2))
+    pick = np.array([16, 0, 3, 29])
+    stacked = vstack(X[a.rows], X[b.rows])
+    out = rows_of((a, b), pick)
+    assert isinstance(out, Rows) and out.base is X  # rows of the same matrix: no copy
+    assert (out[:] != stacked[pick]).nnz == 0
+    copied = rows_of((X[a.rows], X[b.rows]), pick)  # matrices: a copy of those rows
+    assert not isinstance(copied, Rows) and (copied != stacked[pick]).nnz == 0

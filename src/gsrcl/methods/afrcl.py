@@ -34,8 +34,8 @@ import torch
 from ..nn import Encoder, ProjectionHead, afrcl_loss
 from .base import EstimatorBase
 from .checkpoints import WeightAverage, better, refresh_batch_norm, snapshot
-from .classifiers import check_svc, column_order, fit_final_svc, svc_params, validation_score
-from .encoding import BLOCK, Rows, as_csr, encode, keep_columns_of, sparse_tensor
+from .classifiers import check_svc, column_order, final_svm_cells, fit_final_svc, svc_params, validation_score
+from .encoding import BLOCK, Rows, as_csr, encode, keep_columns_of, rows_of, sparse_tensor
 from .gene_scale import GENE_SCALE_KEY
 from .labels import fit_inputs, stratified_subset
 from .presets import AFRCLParams
@@ -184,10 +184,13 @@ class AFRCL(EstimatorBase):
                 X_svm, y_svm = (X, X_val), np.concatenate([y, y_val])  # encoded in turn, never stacked
             else:
                 X_svm, y_svm = X, y
+            cap = final_svm_cells(y_svm, self.seed)
+            if cap is not None:  # only the cells the final SVM fits on are encoded
+                X_svm, y_svm = rows_of(X_svm, cap), y_svm[cap]
             emb = self._represent(encode(encoder, X_svm, device, p["block"]))
             with svm_bar(f"{self.method_name} final SVM (C and gamma by CV)", 1, self.quiet) as svms:
                 self.svc_ = fit_final_svc(emb, y_svm, p["svm_cv"], self.seed, p["svm_grid_cells"],
-                                          p["svm_ties"], distances=True)
+                                          p["svm_ties"], distances=True, capped=True)
                 svms.update()
             if expressed is not None:
                 encoder.expand_inputs(expressed, n_genes)

@@ -81,8 +81,14 @@ GRID_JOBS_MIN_CELLS = 1000  # below this, starting worker processes costs more t
 FINAL_SVM_MAX_CELLS = 10_000  # a final SVM is fitted on a stratified subset of at most this many cells
 
 
+def final_svm_cells(y: np.ndarray, seed: int) -> np.ndarray | None:
+    """The cells `fit_final_svc` fits on above `FINAL_SVM_MAX_CELLS` (a stratified subset); None: all of them.
+    A caller that makes the inputs of those cells only passes ``capped=True``."""
+    return stratified_subset(y, FINAL_SVM_MAX_CELLS, seed)
+
+
 def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells: int | None = None,
-                  ties: str = "first", distances: bool | np.ndarray = False):
+                  ties: str = "first", distances: bool | np.ndarray = False, capped: bool = False):
     """The final RBF SVC with Platt probabilities, as a ``gsrcl.svm.PortableSVC``.
 
     C and gamma are chosen by stratified ``cv``-fold CV over the paper grid (MCC; fewer folds when a class
@@ -105,6 +111,8 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
     distances : bool or numpy.ndarray
         Run the grid and the final fit on one matrix of squared distances (``gsrcl.svm.fit_svc``), for inputs
         of many features; an array is that matrix for ``emb``'s rows, sliced here for the grid's subset.
+    capped : bool
+        ``emb`` and ``y`` are already `final_svm_cells` of the cells: no subset is drawn again.
 
     Returns
     -------
@@ -113,7 +121,7 @@ def fit_final_svc(emb: np.ndarray, y: np.ndarray, cv: int, seed: int, grid_cells
     """
     from ..svm import PAPER_GRID, fit_setting, fit_svc
 
-    cap = stratified_subset(y, FINAL_SVM_MAX_CELLS, seed)
+    cap = None if capped else final_svm_cells(y, seed)
     if cap is not None:  # an RBF SVM's cost grows with the square of its cells
         emb, y = emb[cap], y[cap]
         if isinstance(distances, np.ndarray):

@@ -68,6 +68,19 @@ class Rows:
         return self[:]
 
 
+def rows_of(parts, rows) -> "Rows | sp.csr_matrix":
+    """Rows ``rows`` (positions in the stack of ``parts``, a matrix or `Rows` or a tuple of them): `Rows` again
+    when the parts are `Rows` of one matrix over the same columns, else a CSR copy of those rows."""
+    parts = parts if isinstance(parts, tuple) else (parts,)
+    rows = np.asarray(rows, dtype=np.int64)
+    first = parts[0]
+    if all(isinstance(P, Rows) and P.base is first.base and np.array_equal(
+            P.columns if P.columns is not None else [], first.columns if first.columns is not None else [])
+           and (P.columns is None) == (first.columns is None) for P in parts):
+        return Rows(first.base, np.concatenate([P.rows for P in parts])[rows], first.columns)
+    return sp.vstack([as_csr(P) for P in parts], format="csr")[rows]
+
+
 def as_csr(X) -> sp.csr_matrix:
     """The model input ``X`` (sparse or dense, or `Rows`) as CSR float32; no copy when it is one already."""
     if isinstance(X, Rows):
