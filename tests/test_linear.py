@@ -54,6 +54,18 @@ def test_raw_scores_are_the_per_class_sigmoids_before_normalisation():
     assert not np.allclose(raw.sum(axis=1), 1.0)  # not normalised, unlike predict_proba
 
 
+def test_a_large_reference_is_sampled_by_type(monkeypatch):
+    from gsrcl.methods.labels import stratified_subset
+
+    X, y = _cells(3)
+    whole = LinearClassifier.fit(X, y, seed=4).predict_proba(X)
+    monkeypatch.setattr("gsrcl.linear.FIT_MAX_CELLS", 60)
+    sub = stratified_subset(y, 60, 4)
+    sampled = LinearClassifier.fit(X, y, seed=4).predict_proba(X)
+    np.testing.assert_array_equal(sampled, LinearClassifier.fit(X[sub], y[sub], seed=4).predict_proba(X))
+    assert len(sub) == 60 and not np.allclose(sampled, whole)
+
+
 def test_state_round_trip_and_refused_states():
     X, y = _cells(3)
     model = LinearClassifier.fit(X, y, seed=1)
@@ -83,10 +95,10 @@ def test_the_linear_say_grows_with_novelty_from_two_to_three():
 
 @pytest.fixture(scope="module")
 def references(pbmc68k):
-    """A tiny AF-RCL reference with and without the linear pool (the same model: same seed, same cells)."""
+    """A tiny AF-RCL reference without and with the linear pool (the same model: same seed, same cells)."""
     ref = pbmc68k[0]
     settings = dict(top_genes=TINY_TOP_GENES, quiet=True, **TINY_SETTINGS)
-    return (train(ref, "bulk_labels", "afrcl", **settings),
+    return (train(ref, "bulk_labels", "afrcl", linear_pool=False, **settings),
             train(ref, "bulk_labels", "afrcl", linear_pool=True, **settings))
 
 
@@ -137,6 +149,19 @@ def test_gsrcl_pools_its_raw_scores_and_probabilities(pbmc68k, monkeypatch):
     np.testing.assert_allclose(np.asarray(b.obsm["probabilities"]).sum(axis=1), 1.0)
 
 
-def test_it_needs_a_novelty_score(pbmc68k):
+def test_it_needs_a_novelty_score_and_the_flags_turn_it_on_and_off(pbmc68k, tmp_path):
+    from gsrcl.cli import main
+    from gsrcl.methods.presets import PRESETS
+
     with pytest.raises(GsrclError, match="linear pool"):
         train(pbmc68k[0], "bulk_labels", "afrcl", linear_pool=True, novelty=False, quiet=True, **TINY_SETTINGS)
+    on = {(m, name) for m, presets in PRESETS.items() for name, p in presets.items() if p.linear_pool}
+    assert not on  # no preset takes it yet
+    data = tmp_path / "ref.h5ad"
+    pbmc68k[0].write_h5ad(data)
+    config = json.dumps({k: v for k, v in TINY_SETTINGS.items() if k != "ensemble"})
+    for name, flag, expected in (("off", "--no-linear-pool", False), ("on", "--linear-pool", True)):
+        assert main(["train", "-i", str(data), "--labels", "bulk_labels", "-r", name, "-mp", str(tmp_path / "refs"),
+                     "--method", "gsrcl" if expected else "afrcl", "--ensemble", "1", "--config", config, flag,
+                     "-q"]) == 0
+        assert (Reference.load(tmp_path / "refs" / name).linear is not None) == expected

@@ -13,6 +13,8 @@ distance, all of it from three times.
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,7 +23,10 @@ from scipy.special import expit
 
 __all__ = ["LinearClassifier", "pool_by_novelty", "FOLDS"]
 
+log = logging.getLogger(__name__)
+
 FOLDS = 3  # Platt's sigmoids fitted on held-out thirds, the three calibrated SVMs averaged (scikit-learn's default)
+FIT_MAX_CELLS = 10_000  # above this many reference cells, fitted on a stratified sample of them (as the final SVM)
 KIND = "linear_svc"
 FORMAT = 1
 
@@ -59,16 +64,32 @@ class LinearClassifier:
         y : array-like of str
             Each cell's type (at least two types, each with a cell in every fold).
         seed : int
-            The SVM's seed (its coordinate descent's order).
+            The SVM's seed (its coordinate descent's order) and the sample's.
 
         Returns
         -------
         LinearClassifier
+
+        Notes
+        -----
+        Above `FIT_MAX_CELLS` cells, fitted on a stratified sample of that many
+        (`gsrcl.methods.labels.stratified_subset`): liblinear holds its own float64 copy of the cells.
         """
         from sklearn.calibration import CalibratedClassifierCV
+        from sklearn.exceptions import ConvergenceWarning
         from sklearn.svm import LinearSVC
 
-        cal = CalibratedClassifierCV(LinearSVC(C=1.0, random_state=seed), cv=FOLDS).fit(X, np.asarray(y).astype(str))
+        from .methods.labels import stratified_subset
+
+        y = np.asarray(y).astype(str)
+        sub = stratified_subset(y, FIT_MAX_CELLS, seed)
+        if sub is not None:
+            X, y = X[sub], y[sub]
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ConvergenceWarning)
+            cal = CalibratedClassifierCV(LinearSVC(C=1.0, random_state=seed), cv=FOLDS).fit(X, y)
+        if any(issubclass(w.category, ConvergenceWarning) for w in caught):
+            log.debug("linear SVM: liblinear stopped at its iteration limit in some folds (the fit is kept)")
         classes = [str(c) for c in cal.classes_]
         folds = []
         for c in cal.calibrated_classifiers_:

@@ -56,7 +56,7 @@ def train(
     min_cells: int = MIN_CELLS,
     max_cells_per_type: int | None = MAX_CELLS_PER_TYPE,
     novelty: bool = True,
-    linear_pool: bool = False,
+    linear_pool: bool | None = None,
     device: str = "cpu",
     threads: int | None = None,
     quiet: bool = False,
@@ -98,8 +98,9 @@ def train(
         ``cells_per_type_input``). None: every cell.
     novelty : bool
         Also fit the novelty score, stored with the reference.
-    linear_pool : bool
-        With ``novelty``: also fit a linear SVM on the model input (`gsrcl.linear`), stored with the reference;
+    linear_pool : bool, optional
+        None: the preset's (`gsrcl.methods.presets.Preset.linear_pool`, where ``novelty`` is on; no preset
+        takes it yet). True (needs ``novelty``): also fit a linear SVM on the model input (`gsrcl.linear`), stored with the reference;
         prediction gives it a say that grows with each cell's novelty score (`gsrcl.linear.pool_by_novelty`),
         for queries far from the reference (another species). GsRCL's raw per-type scores are pooled with the
         linear SVM's per-class scores (`gsrcl.linear.LinearClassifier.predict_raw`) likewise.
@@ -135,6 +136,8 @@ def train(
         raise GsrclError("the linear pool needs the novelty score: train with novelty=True, or without linear_pool")
     make, p, seeds, pool, library_size = _settings(method, preset, seed, ensemble, pool, library_size, device,
                                                    threads, quiet, params)
+    if linear_pool is None:
+        linear_pool = novelty and get_preset(method, preset).linear_pool
     if top_genes is not None and (isinstance(top_genes, bool) or not isinstance(top_genes, (int, np.integer))
                                   or top_genes < MIN_GENES):
         raise GsrclError(f"top_genes must be a whole number of genes, at least {MIN_GENES}, not {top_genes!r}")
@@ -212,12 +215,14 @@ def train(
 
     linear, linear_seconds = None, 0.0
     if linear_pool:
+        from .linear import FIT_MAX_CELLS as LINEAR_MAX_CELLS
         from .linear import LinearClassifier
 
         t_lin = time.perf_counter()
         linear = LinearClassifier.fit(Xm, labels, seed)
         linear_seconds = time.perf_counter() - t_lin
-        log.info("linear SVM on the genes fitted on %d cells in %.1f s", len(labels), linear_seconds)
+        log.info("linear SVM on the genes fitted on %d cells in %.1f s", min(len(labels), LINEAR_MAX_CELLS),
+                 linear_seconds)
 
     import torch
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
@@ -52,9 +53,10 @@ def register(sub) -> None:
     p.add_argument("--max-cells-per-type", type=cells_cap, default=MAX_CELLS_PER_TYPE, metavar="N",
                    help=f"each cell type keeps at most N cells, drawn at random (default: {MAX_CELLS_PER_TYPE:,}; "
                    "0: every cell); only those rows are read from an h5ad or 10x HDF5 file")
-    p.add_argument("--linear-pool", action="store_true",
+    p.add_argument("--linear-pool", action=argparse.BooleanOptionalAction, default=None,
                    help="also fit a linear SVM on the genes, which decides more the further a query cell "
-                   "lies from the reference (for queries of another species)")
+                   "lies from the reference, as for a query of another species (default: the preset's; off in "
+                   "every preset for now)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing reference NAME")
     p.add_argument("--config", metavar="JSON",
                    help="more settings as a JSON object or the path of a JSON file, e.g. '{\"hidden\": [64, 64]}': "
@@ -96,8 +98,8 @@ def run(args) -> int:
              "threads": args.threads}
     settings.update({k: v for k, v in flags.items() if v is not None})
     settings.update(seed=args.seed, device=args.device, quiet=args.quiet)
-    if args.linear_pool:
-        settings["linear_pool"] = True
+    if args.linear_pool is not None:
+        settings["linear_pool"] = args.linear_pool
     from ..training import check_settings, train
 
     check_settings(args.method, args.preset, **settings)  # unknown or bad settings fail before the input is read

@@ -2,8 +2,8 @@
 
 A `Preset` holds the estimator's hyperparameters (`AFRCLParams` or `GsRCLParams`, frozen dataclasses whose
 fields are the estimators' keyword parameters) and the pipeline settings that `gsrcl.train` applies around the
-estimator (``ensemble``, ``pool``, ``library_size``). Runtime settings (``threads``, ``block``, ``device``,
-``quiet``, GsRCL's ``checkpoint_memory_mb``) change how fast a model is fitted, never the model: they are
+estimator (``ensemble``, ``pool``, ``library_size``, ``linear_pool``). Runtime settings (``threads``, ``block``,
+``device``, ``quiet``, GsRCL's ``checkpoint_memory_mb``) change how fast a model is fitted, never the model: they are
 estimator parameters too, but are not in the table and are not saved with a reference.
 
 ``paper`` is the published setting of each method; ``default`` is ``paper`` with the changes listed in
@@ -160,6 +160,9 @@ class Preset:
     library_size : float or None
         Each cell scaled to this total on the count scale before log1p (`gsrcl.model_input.ModelInput`);
         None: log1p of the values as they are, as the papers.
+    linear_pool : bool
+        Also fit a linear SVM on the model input, pooled with the model for cells far from the reference
+        (`gsrcl.linear`).
     """
 
     method: str
@@ -168,10 +171,12 @@ class Preset:
     ensemble: int = 1
     pool: str = "mean"
     library_size: float | None = None
+    linear_pool: bool = False
 
     def pipeline(self) -> dict[str, Any]:
-        """The pipeline settings (``ensemble``, ``pool``, ``library_size``) as a dict."""
-        return {"ensemble": self.ensemble, "pool": self.pool, "library_size": self.library_size}
+        """The pipeline settings (``ensemble``, ``pool``, ``library_size``, ``linear_pool``) as a dict."""
+        return {"ensemble": self.ensemble, "pool": self.pool, "library_size": self.library_size,
+                "linear_pool": self.linear_pool}
 
 
 # The cells of each type a reference keeps at most (`gsrcl.train`'s ``max_cells_per_type``; docs/decisions.md).
