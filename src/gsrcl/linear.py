@@ -170,7 +170,8 @@ NOVELTY_SPAN = 1.0  # and the further score it takes to count alone
 
 
 def pool_by_novelty(proba: np.ndarray, linear: np.ndarray, novelty: np.ndarray) -> np.ndarray:
-    """``(1 - w) * proba + w * linear`` (probabilities, or GsRCL's raw scores and `LinearClassifier.predict_raw`) with ``w = clip((novelty - 2) / 1, 0, 1)`` for each cell
+    """``(1 - w) * proba + w * linear`` (probabilities, or GsRCL's raw scores and `LinearClassifier.predict_raw`)
+    with ``w = clip((novelty - 2) / 1, 0, 1)`` for each cell
     (`NOVELTY_FROM`, `NOVELTY_SPAN`): the model alone up to twice a typical reference cell's novelty, the linear
     classifier alone from three times."""
     w = np.clip((np.asarray(novelty, dtype=np.float64) - NOVELTY_FROM) / NOVELTY_SPAN, 0.0, 1.0)[:, None]

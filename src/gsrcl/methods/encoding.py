@@ -74,11 +74,13 @@ def rows_of(parts, rows) -> "Rows | sp.csr_matrix":
     parts = parts if isinstance(parts, tuple) else (parts,)
     rows = np.asarray(rows, dtype=np.int64)
     first = parts[0]
-    if all(isinstance(P, Rows) and P.base is first.base and np.array_equal(
-            P.columns if P.columns is not None else [], first.columns if first.columns is not None else [])
-           and (P.columns is None) == (first.columns is None) for P in parts):
+    if all(isinstance(P, Rows) and P.base is first.base and _same_columns(P.columns, first.columns) for P in parts):
         return Rows(first.base, np.concatenate([P.rows for P in parts])[rows], first.columns)
     return sp.vstack([as_csr(P) for P in parts], format="csr")[rows]
+
+
+def _same_columns(a: np.ndarray | None, b: np.ndarray | None) -> bool:
+    return (a is None) == (b is None) and (a is None or np.array_equal(a, b))
 
 
 def as_csr(X) -> sp.csr_matrix:
@@ -100,8 +102,8 @@ def vstack(A, B) -> sp.csr_matrix:
 
 
 def keep_columns_of(parts, columns: np.ndarray) -> list:
-    """`keep_columns` of each CSR matrix in ``parts``; `Rows` are renumbered as they are read (`Rows.keep_columns`),
-    so their shared matrix is neither copied nor changed."""
+    """`keep_columns` of each CSR matrix in ``parts``; `Rows` are renumbered as they are read
+    (`Rows.keep_columns`), so their shared matrix is neither copied nor changed."""
     return [X.keep_columns(columns) if isinstance(X, Rows) else keep_columns(X, columns) for X in parts]
 
 
@@ -127,9 +129,9 @@ def sparse_tensor(X: sp.csr_matrix, device: torch.device) -> torch.Tensor:
 
 
 def row_blocks(parts, block: int):
-    """Blocks of ``block`` rows of the CSR matrices (or `Rows`) ``parts`` stacked (the rows of each in turn), as the blocks of
-    their `vstack` would be, without building the stacked matrix: only a block that straddles two parts is
-    stacked."""
+    """Blocks of ``block`` rows of the CSR matrices (or `Rows`) ``parts`` stacked (the rows of each in turn), as
+    the blocks of their `vstack` would be, without building the stacked matrix: only a block that straddles two
+    parts is stacked."""
     pending, held = [], 0
     for X in parts:
         start = 0
