@@ -52,8 +52,7 @@ def expressed_genes(X, X_val) -> np.ndarray | None:
     seen = np.zeros(X.shape[1], dtype=bool)
     for M in (X, X_val):
         if isinstance(M, Rows):  # its rows a block at a time
-            for start in range(0, M.shape[0], BLOCK):
-                block = M[start : start + BLOCK]
+            for block in M.blocks():
                 seen[block.indices[block.data != 0]] = True
             continue
         for lo in range(0, M.nnz, SEEN_CHUNK):  # in chunks: no array the size of all the values

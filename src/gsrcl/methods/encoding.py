@@ -50,6 +50,11 @@ class Rows:
             return block
         return keep_columns(block, self.columns, self._renumber)
 
+    def blocks(self, size: int = BLOCK):
+        """The rows as CSR blocks of ``size`` rows, in order."""
+        for start in range(0, self.shape[0], size):
+            yield self[start : start + size]
+
     def keep_columns(self, columns) -> "Rows":
         """The same rows over the sorted ``columns`` of this one (which hold every non-zero value)."""
         columns = np.asarray(columns, dtype=np.int64)
@@ -59,8 +64,8 @@ class Rows:
         """The rows as a dense array (into ``out`` when given), filled `BLOCK` rows at a time."""
         if out is None:
             out = np.zeros(self.shape, dtype=self.dtype)
-        for start in range(0, self.shape[0], BLOCK):
-            self[start : start + BLOCK].toarray(out=out[start : start + BLOCK])
+        for start, block in zip(range(0, self.shape[0], BLOCK), self.blocks()):
+            block.toarray(out=out[start : start + BLOCK])
         return out
 
     def tocsr(self) -> sp.csr_matrix:

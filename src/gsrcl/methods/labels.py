@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import LabelsError, ValuesError
-from .encoding import BLOCK, Rows, as_csr
+from .encoding import Rows, as_csr, rows_of
 
 log = logging.getLogger("gsrcl.methods")
 
@@ -166,7 +166,7 @@ def stratified_subset(y: np.ndarray, n: int | None, seed: int) -> np.ndarray | N
 def _valid_values(X) -> bool:
     """Whether every stored value of CSR ``X`` (or of the rows of `Rows` ``X``, a block at a time) is finite and
     not negative."""
-    blocks = (X[s : s + BLOCK] for s in range(0, X.shape[0], BLOCK)) if isinstance(X, Rows) else (X,)
+    blocks = X.blocks() if isinstance(X, Rows) else (X,)
     return all(np.isfinite(b.data).all() and not (b.data < 0).any() for b in blocks)
 
 
@@ -197,11 +197,9 @@ def fit_inputs(X, y, X_val, y_val, validation_size: float, seed: int):
         raise ValuesError("the model input holds NaN, infinite or negative values: give log1p values of counts")
     if X_val is None:
         tr, va = split_validation(y, validation_size, seed)
-        if isinstance(X, Rows):
-            X_val, X = Rows(X.base, X.rows[va], X.columns), Rows(X.base, X.rows[tr], X.columns)
-            y_val, y = y[va], y[tr]
-        else:
-            X_val, y_val, X, y = Rows(X, va), y[va], Rows(X, tr), y[tr]  # views: no copy of the cells
+        if not isinstance(X, Rows):
+            X = Rows(X, np.arange(X.shape[0]))
+        X_val, y_val, X, y = rows_of(X, va), y[va], rows_of(X, tr), y[tr]  # views: no copy of the cells
     else:
         X_val = X_val if isinstance(X_val, Rows) else as_csr(X_val)
         y_val = check_labels(y_val, X_val.shape[0]) if X_val.shape[0] else np.array([], dtype=str)
