@@ -25,7 +25,7 @@ from harness.tasks import DEFAULT_CONFIG, LABEL, load_config, task_splits
 from harness.trials import trial_parser
 
 
-def run_task(task, data_dir: str, method: str, seed: int, save: Path) -> None:
+def run_task(task, data_dir: str, method: str, seed: int, save: Path, splits=None) -> None:
     import anndata as ad
     import pandas as pd
 
@@ -34,6 +34,8 @@ def run_task(task, data_dir: str, method: str, seed: int, save: Path) -> None:
     from gsrcl.values import detect_values
 
     for i, (ref, query) in enumerate(task_splits(task, data_dir)):
+        if splits is not None and i not in splits:
+            continue
         est = make_method(method, seed=seed)
         t0 = time.perf_counter()
         est.fit(ref, ref.obs[LABEL].to_numpy())
@@ -59,11 +61,13 @@ def main(argv=None) -> int:
     parser = trial_parser(__doc__, "linear_pool_trial")
     parser.add_argument("--method", choices=("afrcl", "gsrcl"), default="gsrcl")
     parser.add_argument("--save-proba", type=Path, required=True, metavar="DIR")
+    parser.add_argument("--splits", default=None, help="comma-separated split numbers to run (default: all)")
     args = parser.parse_args(argv)
     config = load_config(args.config or DEFAULT_CONFIG, args.data)
     for name in args.tasks.split(","):
         for seed in map(int, args.seeds.split(",")):
-            run_task(config.tasks[name], str(config.data_dir), args.method, seed, args.save_proba)
+            run_task(config.tasks[name], str(config.data_dir), args.method, seed, args.save_proba,
+                     None if args.splits is None else {int(i) for i in args.splits.split(",")})
     return 0
 
 
