@@ -4,7 +4,9 @@ probabilities `benchmarks/afrcl_shift.py --save-proba DIR` saved (no training).
 For every ``DIR/TASK_SEED_SPLIT.npz``: macro-F1 over the reference's types (Unassigned, probability <= 0.5,
 counts as wrong; mean over a task's splits) of the default, the linear SVM alone, a fixed weight ``w`` for the
 linear SVM, and per-cell weights from the novelty score, ``w = clip((novelty - a) / b, 0, 1)`` (``a+b`` in
-the table; `gsrcl.linear.pool_by_novelty` is ``2+1``). Also each task's median novelty and the share of its
+the table; `gsrcl.linear.pool_by_novelty` is ``2+1``); where the file holds each ensemble member's
+probabilities (``p_members``), also the first ``k`` members' mean alone (``mk``) and under ``2+1`` (the novelty
+score stays the whole ensemble's). Also each task's median novelty and the share of its
 cells above 2 (``--name``: other file names, e.g. for another method's probabilities). With ``--data DIR``, for a task whose query holds types the reference lacks, also each rule's
 unseen-type AUROC (``auroc <rule>``: the novelty score over the rule's ``conf_score``, averaged over each cell's
 15 nearest query cells, as ``obs['unseen_score']``; the query read again from the task config). Writes
@@ -46,6 +48,11 @@ def rules(d) -> dict[str, np.ndarray]:
     for a, b in CELL:
         w = np.clip((nov - a) / b, 0.0, 1.0)[:, None]
         out[f"{a}+{b}"] = (1 - w) * p0 + w * pl
+    if "p_members" in d:  # the first k members of the ensemble, alone and under the 2+1 rule
+        w = np.clip(nov - 2, 0.0, 1.0)[:, None]
+        for k in range(1, len(d["p_members"])):
+            pk = d["p_members"][:k].mean(axis=0)
+            out[f"m{k}"], out[f"m{k} 2+1"] = pk, (1 - w) * pk + w * pl
     return out
 
 

@@ -213,9 +213,9 @@ _GSRCL_DEFAULT = replace(_GSRCL_PAPER, **_DEFAULT_CHANGES, batch_size=128, shuff
 PRESETS: dict[str, dict[str, Preset]] = {
     "afrcl": {
         "paper": Preset("afrcl", "paper", _AFRCL_PAPER),
-        "default": Preset("afrcl", "default", _AFRCL_DEFAULT, ensemble=5, library_size=CP10K),
+        "default": Preset("afrcl", "default", _AFRCL_DEFAULT, ensemble=5, library_size=CP10K, linear_pool=True),
         "demo": Preset("afrcl", "demo", replace(_AFRCL_DEFAULT, epochs=15, min_epochs=5), ensemble=5,
-                       library_size=CP10K),
+                       library_size=CP10K, linear_pool=True),
     },
     "gsrcl": {
         "paper": Preset("gsrcl", "paper", _GSRCL_PAPER),
