@@ -156,7 +156,7 @@ def test_it_needs_a_novelty_score_and_the_flags_turn_it_on_and_off(pbmc68k, tmp_
     with pytest.raises(GsrclError, match="linear pool"):
         train(pbmc68k[0], "bulk_labels", "afrcl", linear_pool=True, novelty=False, quiet=True, **TINY_SETTINGS)
     on = {(m, name) for m, presets in PRESETS.items() for name, p in presets.items() if p.linear_pool}
-    assert on == {("afrcl", "default"), ("afrcl", "demo")}
+    assert on == {(m, n) for m in ("afrcl", "gsrcl") for n in ("default", "demo")}
     data = tmp_path / "ref.h5ad"
     pbmc68k[0].write_h5ad(data)
     config = json.dumps({k: v for k, v in TINY_SETTINGS.items() if k != "ensemble"})

@@ -71,7 +71,7 @@ def test_saved_ensemble_loads_to_the_same_scores_and_is_checked(pair, tmp_path):
     loaded = Reference.load(path)
     assert isinstance(loaded.model, Ensemble)
     assert np.array_equal(loaded.model.predict_scores(X), ens.model.predict_scores(X))
-    assert all(k.startswith(("member0.", "member1.", "novelty.")) for k in loaded.arrays)
+    assert all(k.startswith(("member0.", "member1.", "novelty.", "linear.")) for k in loaded.arrays)
 
     # a manifest that lists a third member, which has no arrays, is refused in one line
     manifest = json.loads((path / "manifest.json").read_text())

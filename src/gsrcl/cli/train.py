@@ -56,7 +56,7 @@ def register(sub) -> None:
     p.add_argument("--linear-pool", action=argparse.BooleanOptionalAction, default=None,
                    help="also fit a linear SVM on the genes, which decides more the further a query cell "
                    "lies from the reference, as for a query of another species (default: the preset's: on for "
-                   "AF-RCL's default and demo)")
+                   "default and demo, off for paper)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing reference NAME")
     p.add_argument("--config", metavar="JSON",
                    help="more settings as a JSON object or the path of a JSON file, e.g. '{\"hidden\": [64, 64]}': "

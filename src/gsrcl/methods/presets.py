@@ -219,8 +219,9 @@ PRESETS: dict[str, dict[str, Preset]] = {
     },
     "gsrcl": {
         "paper": Preset("gsrcl", "paper", _GSRCL_PAPER),
-        "default": Preset("gsrcl", "default", _GSRCL_DEFAULT, library_size=CP10K),
-        "demo": Preset("gsrcl", "demo", replace(_GSRCL_DEFAULT, epochs=30, min_epochs=10), library_size=CP10K),
+        "default": Preset("gsrcl", "default", _GSRCL_DEFAULT, library_size=CP10K, linear_pool=True),
+        "demo": Preset("gsrcl", "demo", replace(_GSRCL_DEFAULT, epochs=30, min_epochs=10), library_size=CP10K,
+                       linear_pool=True),
     },
 }
 
