@@ -7,7 +7,7 @@ baselines of that benchmark, and reports for each task the target (the best base
 margin to the best baseline, and the worst and mean margin over the tasks; also each column's unseen-type AUROC
 (``unseen_score``) where the task has unseen types. Writes ``OUT/NAME.{json,md}``::
 
-    python benchmarks/defaults_table.py --rule "afrcl=benchmarks/results/pool_rules_afrcl.json:m3 2+1" \\
+    python benchmarks/defaults_table.py --rule "afrcl=benchmarks/results/pool_rules_afrcl_members.json:m3 2+1" \\
         --rule "gsrcl=benchmarks/results/pool_rules_gsrcl.json:2+1" --name defaults_table
 """
 

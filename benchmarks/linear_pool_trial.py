@@ -47,8 +47,9 @@ def run_task(task, data_dir: str, method: str, seed: int, save: Path, splits=Non
                        var=pd.DataFrame(index=pd.Index(genes)))
         out = annotate(q, reference, quiet=True, plot=False)
         Qm = reference.model_input.transform(q.X, detect_values(q.X))
-        linear = reference.linear
-        if linear is None:  # a reference trained without the pool: fit its linear SVM as --linear-pool does
+        own = reference.linear
+        linear = own
+        if own is None:  # a reference trained without the pool: fit its linear SVM as --linear-pool does
             keep = np.isin(as_text(ref.obs[LABEL]), types)
             R = align_to(ref.X, ref.var, genes)[keep]
             Rm = reference.model_input.transform(R, detect_values(R))
@@ -57,7 +58,7 @@ def run_task(task, data_dir: str, method: str, seed: int, save: Path, splits=Non
         members = getattr(reference.model, "members", [reference.model])
         p_members = np.stack([m.predict_proba(Qm)[:, [list(m.classes_).index(t) for t in types]] for m in members])
         # the model's own probabilities, before any pool with the linear SVM
-        p_default = p_members.mean(axis=0) if reference.linear is not None else np.asarray(out.obsm["probabilities"])
+        p_default = p_members.mean(axis=0) if own is not None else np.asarray(out.obsm["probabilities"])
         save.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(save / f"{task.name}_{seed}_{i}.npz", y=np.asarray(as_text(query.obs[LABEL]), dtype=str),
                             types=np.asarray(types, dtype=str), novelty=np.asarray(out.obs["novelty_score"], float),

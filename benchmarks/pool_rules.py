@@ -49,10 +49,11 @@ def rules(d) -> dict[str, np.ndarray]:
         w = np.clip((nov - a) / b, 0.0, 1.0)[:, None]
         out[f"{a}+{b}"] = (1 - w) * p0 + w * pl
     if "p_members" in d:  # the first k members of the ensemble, alone and under the 2+1 rule
-        w = np.clip(nov - 2, 0.0, 1.0)[:, None]
+        from gsrcl.linear import pool_by_novelty
+
         for k in range(1, len(d["p_members"])):
             pk = d["p_members"][:k].mean(axis=0)
-            out[f"m{k}"], out[f"m{k} 2+1"] = pk, (1 - w) * pk + w * pl
+            out[f"m{k}"], out[f"m{k} 2+1"] = pk, pool_by_novelty(pk, pl, nov)
     return out
 
 

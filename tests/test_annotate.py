@@ -93,14 +93,13 @@ def test_gsrcl_probabilities_are_the_models_and_the_raw_cutoff_uses_max_raw_scor
     Xm = to_model_input(align(q.X, match_genes(q.var, ref.genes)), "counts")
     assert ref.values["library_size"] == 10_000  # the default preset: log1p CP10k
     Xm = log1p_normalized(Xm, 10_000)
-    proba, scores = ref.model.predict_proba(Xm), ref.model.predict_scores(Xm)
-    if ref.linear is not None:  # the default preset pools the linear SVM by each cell's novelty score
-        from gsrcl.linear import pool_by_novelty
+    from gsrcl.linear import pool_by_novelty
 
-        order = [list(ref.linear.classes_).index(t) for t in ref.cell_types]
-        nov = out.obs["novelty_score"].to_numpy()
-        proba = pool_by_novelty(proba, ref.linear.predict_proba(Xm)[:, order], nov)
-        scores = pool_by_novelty(scores, ref.linear.predict_raw(Xm)[:, order], nov)
+    assert ref.linear is not None  # the default preset pools the linear SVM by each cell's novelty score
+    order = [list(ref.linear.classes_).index(t) for t in ref.cell_types]
+    nov = out.obs["novelty_score"].to_numpy()
+    proba = pool_by_novelty(ref.model.predict_proba(Xm), ref.linear.predict_proba(Xm)[:, order], nov)
+    scores = pool_by_novelty(ref.model.predict_scores(Xm), ref.linear.predict_raw(Xm)[:, order], nov)
     np.testing.assert_allclose(out.obsm["probabilities"], proba, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(raw, scores, rtol=1e-5, atol=1e-6)
 

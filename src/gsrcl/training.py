@@ -100,10 +100,11 @@ def train(
         Also fit the novelty score, stored with the reference.
     linear_pool : bool, optional
         None: the preset's (`gsrcl.methods.presets.Preset.linear_pool`, where ``novelty`` is on: the
-        ``default`` and ``demo`` presets). True (needs ``novelty``): also fit a linear SVM on the model input (`gsrcl.linear`),
-        stored with the reference; prediction gives it a say that grows with each cell's novelty score
-        (`gsrcl.linear.pool_by_novelty`), for queries far from the reference (another species). GsRCL's raw per-type scores are pooled with the
-        linear SVM's per-class scores (`gsrcl.linear.LinearClassifier.predict_raw`) likewise.
+        ``default`` and ``demo`` presets). True (needs ``novelty``): also fit a linear SVM on the model input
+        (`gsrcl.linear`), stored with the reference; prediction gives it a say that grows with each cell's
+        novelty score (`gsrcl.linear.pool_by_novelty`), for queries far from the reference (another species).
+        GsRCL's raw per-type scores are pooled with the linear SVM's per-class scores
+        (`gsrcl.linear.LinearClassifier.predict_raw`) likewise.
     device, threads, quiet :
         Runtime settings: the torch device, torch threads (None: torch's choice), no progress bars. They are
         not saved as hyperparameters.
